@@ -1,0 +1,173 @@
+"""The action registry: what each paid action is called, costs, accepts and does.
+
+An action module declares one ``Action`` and registers it. The input schema is a list of
+``Field``s: they render the JSON Schema used for validation and OpenAPI, and the field
+list (with help text and choices) that automation platforms build their forms from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from jsonschema import Draft202012Validator
+
+from metering.errors import InvalidAction, InvalidRequest
+
+# Body fields every action accepts besides its own: they steer the call, not the action.
+COMMON_FIELDS = {
+    "client_reference_id": {"type": "string", "minLength": 1, "maxLength": 255,
+                            "description": "Idempotency key for callers that cannot send "
+                                           "the Idempotency-Key header."},
+}
+
+_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean",
+          "array": "array"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    name: str
+    type: str = "string"
+    required: bool = False
+    label: str = ""
+    help: str = ""
+    choices: tuple = ()
+    default: object = None
+    minimum: float | None = None
+    maximum: float | None = None
+    max_length: int | None = None
+    format: str | None = None  # e.g. "uri"
+
+    def json_schema(self) -> dict:
+        schema = {"type": _TYPES[self.type]}
+        if self.type == "array":
+            schema["items"] = {"type": "string"}
+        if self.help:
+            schema["description"] = self.help
+        if self.choices:
+            schema["enum"] = list(self.choices)
+        if self.default is not None:
+            schema["default"] = self.default
+        if self.minimum is not None:
+            schema["minimum"] = self.minimum
+        if self.maximum is not None:
+            schema["maximum"] = self.maximum
+        if self.max_length is not None:
+            schema["maxLength"] = self.max_length
+        if self.type == "string" and self.required:
+            schema["minLength"] = 1
+        if self.format:
+            schema["format"] = self.format
+        return schema
+
+    def describe(self) -> dict:
+        """The field as ``GET /zapier/v1/actions`` lists it (Zapier-style input field)."""
+        out = {"key": self.name, "label": self.label or self.name.replace("_", " ").title(),
+               "type": self.type, "required": self.required, "helpText": self.help}
+        if self.choices:
+            out["choices"] = list(self.choices)
+        if self.default is not None:
+            out["default"] = self.default
+        for name in ("minimum", "maximum"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        if self.max_length is not None:
+            out["maxLength"] = self.max_length
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionContext:
+    """What ``perform`` may use: ids and services, never HTTP objects."""
+
+    account_id: str
+    request_id: str
+    price_of: Callable[[str], int]
+    balance: Callable[[], int]
+    registry: Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    name: str
+    title: str
+    description: str
+    price: int
+    fields: tuple[Field, ...]
+    perform: Callable[[ActionContext, dict], dict]
+    mode: str = "sync"  # sync | async
+    ttl_s: int | None = None  # async only: how long it may run before it is failed
+
+    def json_schema(self) -> dict:
+        props = {f.name: f.json_schema() for f in self.fields}
+        props.update(COMMON_FIELDS)
+        return {"type": "object", "properties": props,
+                "required": [f.name for f in self.fields if f.required],
+                "additionalProperties": False}
+
+    def validate(self, body) -> dict:
+        """The validated input with defaults applied, or ``InvalidRequest`` listing every problem."""
+        if not isinstance(body, dict):
+            raise InvalidRequest("The request body must be a JSON object")
+        errors = sorted(Draft202012Validator(self.json_schema()).iter_errors(body),
+                        key=lambda e: list(e.absolute_path))
+        if errors:
+            details = [_detail(e) for e in errors]
+            raise InvalidRequest("; ".join(f"{d['field']}: {d['problem']}" for d in details),
+                                 details=details)
+        data = {f.name: f.default for f in self.fields if f.default is not None}
+        data.update({k: v for k, v in body.items() if k not in COMMON_FIELDS})
+        return data
+
+
+def _detail(error) -> dict:
+    if error.validator == "required":
+        field = error.message.split("'")[1]
+        return {"field": field, "problem": "is required"}
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return {"field": ",".join(extra), "problem": "is not a field of this action"}
+    field = ".".join(str(p) for p in error.absolute_path) or "body"
+    problem = {
+        "type": f"must be of type {error.validator_value}",
+        "enum": f"must be one of {', '.join(map(str, error.validator_value))}",
+        "minimum": f"must be >= {error.validator_value}",
+        "maximum": f"must be <= {error.validator_value}",
+        "maxLength": f"must be at most {error.validator_value} characters",
+        "minLength": "must not be empty",
+    }.get(error.validator, error.message)
+    return {"field": field, "problem": problem}
+
+
+class Registry:
+    def __init__(self):
+        self._actions: dict[str, Action] = {}
+
+    def register(self, action: Action) -> Action:
+        if action.name in self._actions:
+            raise ValueError(f"action {action.name} registered twice")
+        self._actions[action.name] = action
+        return action
+
+    def get(self, name: str) -> Action:
+        try:
+            return self._actions[name]
+        except KeyError:
+            raise InvalidAction(f"Invalid action: {name}") from None
+
+    def __contains__(self, name):
+        return name in self._actions
+
+    def __iter__(self):
+        return iter(sorted(self._actions.values(), key=lambda a: a.name))
+
+
+def default_registry() -> Registry:
+    """Every action the product ships, one module each."""
+    from actions import echo, estimate_cost
+
+    registry = Registry()
+    for module in (echo, estimate_cost):
+        registry.register(module.ACTION)
+    return registry

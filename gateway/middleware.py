@@ -1,0 +1,128 @@
+"""Request hooks, in the order they must run (each relies on the one before):
+
+1. ``RequestContext``: request id, body-size limit, metrics. First, so every response,
+   errors included, carries ``X-Request-ID`` and is counted.
+2. ``DatabaseSession``: a pooled connection per request, after routing so ``/health``
+   answers without touching the database.
+3. ``Identify``: who is calling (API key, and later OAuth and bearer tokens; or the admin key).
+4. ``RateLimit``: needs the caller from 3 to know whose limit to count.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+import time
+
+import peewee
+
+from gateway import metrics
+from metering.db import database
+from metering.errors import AuthError, Forbidden, PayloadTooLarge, RateLimited, ServiceUnavailable
+
+SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+# Resource ``auth`` policies.
+NONE, ACCOUNT, ADMIN, ADDRESS = "none", "account", "admin", "address"
+
+
+class RequestContext:
+    def __init__(self, config):
+        self.max_body = config.max_body_bytes
+
+    def process_request(self, req, resp):
+        req.context.started = time.perf_counter()
+        given = req.get_header("X-Request-ID")
+        req.context.request_id = given if given and SANE_REQUEST_ID.match(given) \
+            else "req_" + secrets.token_hex(12)
+        req.context.caller = None
+        req.context.ratelimit = None
+        if req.content_length and req.content_length > self.max_body:
+            raise PayloadTooLarge(f"The request body is over {self.max_body} bytes")
+
+    def process_response(self, req, resp, resource, req_succeeded):
+        resp.set_header("X-Request-ID", req.context.request_id)
+        route = req.uri_template or "unmatched"
+        metrics.REQUESTS.labels(route, req.method, resp.status[:3]).inc()
+        metrics.LATENCY.labels(route, req.method).observe(time.perf_counter() - req.context.started)
+
+
+class DatabaseSession:
+    def process_resource(self, req, resp, resource, params):
+        if resource is None or not getattr(resource, "uses_db", True):
+            return
+        try:
+            database.connect(reuse_if_open=True)
+        except peewee.OperationalError:
+            raise ServiceUnavailable("The database is unavailable") from None
+        req.context.db_opened = True
+
+    def process_response(self, req, resp, resource, req_succeeded):
+        if getattr(req.context, "db_opened", False) and not database.is_closed():
+            if database.in_transaction():  # never hand a pooled connection back mid-transaction
+                database.rollback()
+            database.close()
+
+
+class Identify:
+    def __init__(self, config, authenticators):
+        self.admin_key = config.admin_key.encode()
+        self.authenticators = authenticators
+
+    def process_resource(self, req, resp, resource, params):
+        policy = getattr(resource, "auth", ACCOUNT) if resource is not None else NONE
+        if policy == ADMIN:
+            self._check_admin(req)
+        elif policy == ACCOUNT:
+            req.context.caller = self.authenticators.identify(
+                req.get_header("Authorization"), req.get_header("X-API-Key"))
+
+    def _check_admin(self, req):
+        if not self.admin_key:
+            raise Forbidden("Admin routes are disabled: no ADMIN_KEY is configured")
+        given = req.get_header("X-Administration-Key")
+        if not given:
+            raise AuthError("MISSING_AUTH_HEADER", "Send the X-Administration-Key header")
+        if not hmac.compare_digest(given.encode(), self.admin_key):
+            raise AuthError("AUTH_FAILED", "Wrong administration key")
+
+
+class RateLimit:
+    def __init__(self, config, limiter):
+        self.limiter = limiter
+        self.per_hour = config.signup_per_hour
+        self.trusted_proxies = config.trusted_proxies
+
+    def process_resource(self, req, resp, resource, params):
+        caller = req.context.caller
+        if caller is not None:
+            decision = self.limiter.check(caller.rate_key, caller.limits.per_minute,
+                                          caller.limits.per_day)
+        elif resource is not None and getattr(resource, "auth", None) == ADDRESS \
+                and req.method == "POST":
+            decision = self.limiter.check_hourly("addr:" + client_address(req, self.trusted_proxies),
+                                                 self.per_hour)
+        else:
+            return
+        req.context.ratelimit = decision
+        if decision is not None and not decision.allowed:
+            metrics.RATE_LIMITED.inc()
+            raise RateLimited(f"Rate limit of {decision.limit} exceeded; retry in "
+                              f"{decision.retry_after}s", retry_after=decision.retry_after)
+
+    def process_response(self, req, resp, resource, req_succeeded):
+        decision = req.context.ratelimit
+        if decision is not None:
+            resp.set_header("X-RateLimit-Limit", str(decision.limit))
+            resp.set_header("X-RateLimit-Remaining", str(decision.remaining))
+            resp.set_header("X-RateLimit-Reset", str(decision.reset))
+
+
+def client_address(req, trusted_proxies: int) -> str:
+    """The caller's address, believing only as many X-Forwarded-For hops as configured."""
+    if trusted_proxies > 0:
+        hops = [h.strip() for h in (req.get_header("X-Forwarded-For") or "").split(",") if h.strip()]
+        if len(hops) >= trusted_proxies:
+            return hops[-trusted_proxies]
+    return req.remote_addr or "unknown"

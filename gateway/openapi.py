@@ -1,0 +1,158 @@
+"""The OpenAPI 3.1 document, generated from the route table, the resources' docstrings and
+auth policies, and each registered action's input schema, so it cannot drift from the code."""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+from gateway.errors import STATUS
+from gateway.middleware import ACCOUNT, ADDRESS, ADMIN, NONE
+
+METHODS = ("get", "post", "put", "patch", "delete")
+
+ENVELOPE_META = {
+    "type": "object",
+    "properties": {
+        "timestamp": {"type": "string", "format": "date-time"},
+        "requestId": {"type": "string"},
+        "action": {"type": "string"},
+        "ttl": {"type": "integer", "description": "Milliseconds an async action may run."},
+        "creditsUsed": {"type": "integer"},
+        "availableCredit": {"type": "integer"},
+        "txnReceipt": {"type": "string"},
+    },
+    "required": ["timestamp", "requestId"],
+}
+
+COMPONENTS = {
+    "schemas": {
+        "Meta": ENVELOPE_META,
+        "Success": {"type": "object", "required": ["success", "data", "meta"], "properties": {
+            "success": {"const": True}, "data": {}, "meta": {"$ref": "#/components/schemas/Meta"}}},
+        "Error": {"type": "object", "required": ["success", "error", "meta"], "properties": {
+            "success": {"const": False},
+            "error": {"type": "object", "required": ["message", "code", "statusCode"],
+                      "properties": {
+                          "message": {"type": "string"},
+                          "code": {"type": "string", "enum": sorted(STATUS)},
+                          "statusCode": {"type": "integer"},
+                          "details": {"type": "array", "items": {"type": "object", "properties": {
+                              "field": {"type": "string"}, "problem": {"type": "string"}}}}}},
+            "meta": {"$ref": "#/components/schemas/Meta"}}},
+    },
+    "securitySchemes": {
+        "bearerKey": {"type": "http", "scheme": "bearer",
+                      "description": "An API key (gwk_...) as a Bearer token."},
+        "basicKey": {"type": "http", "scheme": "basic",
+                     "description": "The API key as the user name, empty password."},
+        "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        "adminKey": {"type": "apiKey", "in": "header", "name": "X-Administration-Key"},
+    },
+    "headers": {
+        "X-RateLimit-Limit": {"schema": {"type": "integer"}},
+        "X-RateLimit-Remaining": {"schema": {"type": "integer"}},
+        "X-RateLimit-Reset": {"schema": {"type": "integer"},
+                              "description": "Unix seconds when the window resets."},
+        "X-Request-ID": {"schema": {"type": "string"}},
+    },
+}
+
+ACCOUNT_SECURITY = [{"bearerKey": []}, {"basicKey": []}, {"apiKeyHeader": []}]
+
+
+def _summary(resource, responder) -> tuple[str, str]:
+    doc = inspect.getdoc(responder) or inspect.getdoc(type(resource)) or ""
+    first, _, rest = doc.partition("\n")
+    return first.strip(), rest.strip()
+
+
+def _responses(policy, method) -> dict:
+    ok_code = "201" if method == "post" else "200"
+    out = {ok_code: {"description": "Success envelope",
+                     "content": {"application/json": {"schema": {
+                         "$ref": "#/components/schemas/Success"}}}},
+           "default": {"description": "Error envelope (see error.code)",
+                       "content": {"application/json": {"schema": {
+                           "$ref": "#/components/schemas/Error"}}}}}
+    if policy in (ACCOUNT, ADDRESS):
+        out[ok_code]["headers"] = {h: {"$ref": f"#/components/headers/{h}"} for h in
+                                   ("X-RateLimit-Limit", "X-RateLimit-Remaining",
+                                    "X-RateLimit-Reset", "X-Request-ID")}
+        out["429"] = {"description": "RATE_LIMITED; see Retry-After",
+                      "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                      "content": {"application/json": {"schema": {
+                          "$ref": "#/components/schemas/Error"}}}}
+    return out
+
+
+def _operation(path, resource, method, tag):
+    responder = getattr(resource, f"on_{method}")
+    policy = getattr(resource, "auth", ACCOUNT)
+    summary, description = _summary(resource, responder)
+    op = {"tags": [tag], "summary": summary or f"{method.upper()} {path}",
+          "operationId": f"{method}_{re.sub(r'[^A-Za-z0-9]+', '_', path).strip('_') or 'root'}",
+          "responses": _responses(policy, method)}
+    if description:
+        op["description"] = description
+    params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+              for n in re.findall(r"{(\w+)}", path)]
+    params += getattr(resource, "openapi_query", {}).get(method, [])
+    if method in ("post", "put", "patch"):
+        op["parameters"] = params + [{"name": "Idempotency-Key", "in": "header",
+                                      "required": False, "schema": {"type": "string",
+                                                                    "maxLength": 255}}]
+        op["requestBody"] = {"required": False, "content": {"application/json": {
+            "schema": getattr(resource, "openapi_body", {}).get(method, {"type": "object"})}}}
+    elif params:
+        op["parameters"] = params
+    if policy == ADMIN:
+        op["security"] = [{"adminKey": []}]
+    elif policy in (NONE, ADDRESS):
+        op["security"] = []
+    return op
+
+
+def _action_operations(deps) -> dict:
+    paths = {}
+    for action in deps.registry:
+        paths[f"/zapier/v1/{action.name}"] = {"post": {
+            "tags": ["Actions"], "summary": action.title, "operationId": f"action_{action.name}",
+            "description": f"{action.description}\n\nPrice: {deps.actions.price_of(action.name)}"
+                           f" credits (operator-settable). Mode: {action.mode}.",
+            "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                            "schema": {"type": "string", "maxLength": 255}}],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": action.json_schema()}}},
+            "responses": _responses(ACCOUNT, "get"),
+            "x-credits": deps.actions.price_of(action.name),
+        }}
+    return paths
+
+
+def builder(table, deps):
+    """Return ``build(req)`` for the ``/openapi.json`` resource."""
+
+    def build(req):
+        paths = {}
+        for path, resource in table:
+            if getattr(resource, "openapi_hidden", False) or path == "/zapier/v1/{action}":
+                continue
+            tag = getattr(resource, "openapi_tag", "Other")
+            ops = {m: _operation(path, resource, m, tag) for m in METHODS
+                   if hasattr(resource, f"on_{m}")}
+            if ops:
+                paths[path] = ops
+        paths.update(_action_operations(deps))
+        return {
+            "openapi": "3.1.0",
+            "info": {"title": "Metered automation gateway", "version": "1.0.0",
+                     "description": "Paid AI actions for Zapier, Make, n8n and partners. Every "
+                                    "JSON response is a success or error envelope with meta."},
+            "servers": [{"url": deps.config.public_base_url or req.prefix}],
+            "security": ACCOUNT_SECURITY,
+            "paths": dict(sorted(paths.items())),
+            "components": COMPONENTS,
+        }
+
+    return build

@@ -1,0 +1,1 @@
+"""HTTP resources: parse, validate, call one service function, shape the envelope."""

@@ -1,0 +1,56 @@
+"""Signup and API keys for the calling account (CONTRACT 10, seeds 000 and 002)."""
+
+from __future__ import annotations
+
+from gateway.envelope import iso, ok
+from gateway.middleware import ADDRESS
+from gateway.resources.common import json_body, key_view
+from metering.errors import Forbidden
+from oauth import keys
+from oauth.accounts import create_account
+
+
+class Signup:
+    """``POST /api/account/create``: limited per client address; the operator can close it."""
+
+    auth = ADDRESS
+    openapi_tag = "Account"
+
+    def __init__(self, config):
+        self.config = config
+
+    def on_post(self, req, resp):
+        if not self.config.signup_open:
+            raise Forbidden("Signup is closed on this gateway")
+        body = json_body(req)
+        account, api_key = create_account(body.get("username"), body.get("password"),
+                                          credits=self.config.signup_credits)
+        ok(req, resp, {"id": account.id, "username": account.username, "api_key": api_key},
+           status=201)
+
+
+class KeyGenerate:
+    openapi_tag = "Keys"
+
+    def on_post(self, req, resp):
+        body = json_body(req)
+        row, secret = keys.create_key(req.context.caller.account_id, body.get("description", ""))
+        ok(req, resp, {"keyId": row.id, "apiKey": secret, "prefix": row.prefix,
+                       "description": row.description, "createdAt": iso(row.created_at)},
+           status=201)
+
+
+class KeyList:
+    openapi_tag = "Keys"
+
+    def on_get(self, req, resp):
+        rows = keys.list_keys(req.context.caller.account_id)
+        ok(req, resp, {"items": [key_view(r) for r in rows], "next": None})
+
+
+class KeyRevoke:
+    openapi_tag = "Keys"
+
+    def on_delete(self, req, resp, key_id):
+        row = keys.revoke_key(req.context.caller.account_id, key_id)
+        ok(req, resp, key_view(row))

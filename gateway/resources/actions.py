@@ -1,0 +1,71 @@
+"""Action routes: ``POST /zapier/v1/{action}``, the catalogue, and the auth test ``/me``."""
+
+from __future__ import annotations
+
+from gateway import metrics
+from gateway.envelope import ok
+from gateway.resources.common import json_body
+from metering import ledger
+from metering.errors import MissingAction
+from oauth.accounts import get_account
+
+
+class ActionCall:
+    """Run one action for the caller; sync actions answer with their result."""
+
+    openapi_tag = "Actions"
+
+    def __init__(self, service):
+        self.service = service
+
+    def on_post(self, req, resp, action):
+        body = json_body(req)
+        outcome = self.service.run(
+            req.context.caller, action, body,
+            idempotency_key=req.get_header("Idempotency-Key"),
+            request_id=req.context.request_id, method=req.method, path=req.path)
+        if outcome.replayed:
+            resp.set_header("Idempotent-Replayed", "true")
+            metrics.IDEMPOTENT_REPLAYS.inc()
+        elif outcome.meta.get("txnReceipt"):
+            metrics.DEBITS.labels(action).inc()
+            metrics.CREDITS_DEBITED.labels(action).inc(outcome.meta["creditsUsed"])
+        ok(req, resp, outcome.data, outcome.status, **outcome.meta)
+
+
+class MissingActionName:
+    """``POST /zapier/v1`` with no action: a clear MISSING_ACTION rather than a 404."""
+
+    openapi_hidden = True
+
+    def on_post(self, req, resp):
+        raise MissingAction()
+
+
+class ActionCatalogue:
+    """Every action with its price, mode and input fields, for building forms."""
+
+    openapi_tag = "Actions"
+
+    def __init__(self, service):
+        self.service = service
+
+    def on_get(self, req, resp):
+        ok(req, resp, {"items": self.service.catalogue(), "next": None})
+
+
+class Me:
+    """The auth test for Zapier, Make and n8n: who this credential is."""
+
+    openapi_tag = "Account"
+
+    def on_get(self, req, resp):
+        caller = req.context.caller
+        account = get_account(caller.account_id)
+        ok(req, resp, {
+            "id": account.id, "username": account.username,
+            "balance": ledger.balance(account.id), "plan": caller.limits.plan,
+            "limits": {"perMinute": caller.limits.per_minute, "perDay": caller.limits.per_day},
+            "credential": {"kind": caller.kind, "id": caller.credential_id},
+            "label": f"{account.username} ({caller.kind})",
+        })

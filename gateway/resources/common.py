@@ -1,0 +1,79 @@
+"""Small helpers shared by resources: JSON bodies, list paging, public URLs, views."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from gateway.envelope import iso
+from metering.errors import InvalidRequest
+
+MAX_LIMIT = 100
+
+
+def json_body(req) -> dict:
+    """The request body as a JSON object; an empty body is ``{}``."""
+    body = req.get_media(default_when_empty={})
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object")
+    return body
+
+
+def int_param(req, name, default, minimum=1, maximum=None) -> int:
+    raw = req.get_param(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be an integer",
+                             details=[{"field": name, "problem": "must be an integer"}]) from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum else f">= {minimum}"
+        raise InvalidRequest(f"{name} must be {bound}",
+                             details=[{"field": name, "problem": f"must be {bound}"}])
+    return value
+
+
+def base_url(req, config) -> str:
+    return config.public_base_url or req.prefix
+
+
+def next_url(req, config, cursor) -> str | None:
+    """The full URL of the next page (n8n and Make follow it without expressions)."""
+    if cursor is None:
+        return None
+    params = {k: v for k, v in req.params.items() if k != "cursor"}
+    params["cursor"] = cursor
+    return f"{base_url(req, config)}{req.path}?{urlencode(params, doseq=True)}"
+
+
+def ledger_view(entry) -> dict:
+    return {
+        "id": entry.receipt,
+        "txnReceipt": entry.receipt,
+        "type": entry.kind,
+        "amount": entry.amount,
+        "balanceAfter": entry.balance_after,
+        "action": entry.action,
+        "reason": entry.reason or None,
+        "refundOf": entry.refund_of,
+        "requestId": entry.request_id,
+        "createdAt": iso(entry.created_at),
+    }
+
+
+def key_view(row) -> dict:
+    return {
+        "keyId": row.id,
+        "prefix": row.prefix,
+        "description": row.description,
+        "createdAt": iso(row.created_at),
+        "lastUsedAt": iso(row.last_used_at),
+        "revokedAt": iso(row.revoked_at),
+        "active": row.revoked_at is None,
+    }
+
+
+def account_view(account) -> dict:
+    return {"id": account.id, "username": account.username, "credits": account.balance,
+            "plan": account.plan, "createdAt": iso(account.created_at)}

@@ -1,0 +1,43 @@
+"""Balance, ledger and receipts of the calling account (CONTRACT 4)."""
+
+from __future__ import annotations
+
+from gateway.envelope import ok
+from gateway.resources.common import MAX_LIMIT, int_param, ledger_view, next_url
+from metering import ledger
+from metering.errors import InvalidRequest
+from metering.models import LedgerEntry
+
+
+class Credits:
+    openapi_tag = "Credits"
+
+    def on_get(self, req, resp):
+        balance = ledger.balance(req.context.caller.account_id)
+        ok(req, resp, {"balance": balance, "availableCredit": balance})
+
+
+class Transactions:
+    openapi_tag = "Credits"
+
+    def __init__(self, config):
+        self.config = config
+
+    def on_get(self, req, resp):
+        limit = int_param(req, "limit", 50, 1, MAX_LIMIT)
+        kind = req.get_param("type")
+        if kind is not None and kind not in LedgerEntry.KINDS:
+            raise InvalidRequest("type must be one of " + ", ".join(LedgerEntry.KINDS),
+                                 details=[{"field": "type", "problem": "unknown type"}])
+        page = ledger.transactions(req.context.caller.account_id, limit=limit,
+                                   cursor=req.get_param("cursor"), kind=kind)
+        ok(req, resp, {"items": [ledger_view(e) for e in page.items],
+                       "next": next_url(req, self.config, page.next_cursor)})
+
+
+class Receipt:
+    openapi_tag = "Credits"
+
+    def on_get(self, req, resp, txn_receipt):
+        entry = ledger.receipt_for(req.context.caller.account_id, txn_receipt)
+        ok(req, resp, ledger_view(entry))

@@ -1,0 +1,41 @@
+"""Every route of the gateway in one readable catalogue (the OpenAPI document is built from it)."""
+
+from __future__ import annotations
+
+from gateway.resources import accounts, actions, admin, credits, ops
+
+
+def route_table(deps) -> list[tuple[str, object]]:
+    service, config = deps.actions, deps.config
+    call = actions.ActionCall(service)
+    return [
+        # Operations
+        ("/health", ops.Health()),
+        ("/health/ready", ops.Ready(deps.redis)),
+        ("/metrics", ops.Metrics()),
+        ("/openapi.json", ops.OpenAPI(lambda req: deps.openapi(req))),
+        # Actions (CONTRACT 6)
+        ("/zapier/v1", actions.MissingActionName()),
+        ("/zapier/v1/", actions.MissingActionName()),
+        ("/zapier/v1/actions", actions.ActionCatalogue(service)),
+        ("/zapier/v1/me", actions.Me()),
+        ("/zapier/v1/{action}", call),
+        # Credits (CONTRACT 4)
+        ("/zapier/v1/credits", credits.Credits()),
+        ("/zapier/v1/credits/transactions", credits.Transactions(config)),
+        ("/zapier/v1/receipts/{txn_receipt}", credits.Receipt()),
+        # Accounts and keys (CONTRACT 10; seeds 000 and 002)
+        ("/api/account/create", accounts.Signup(config)),
+        ("/api/key/generate", accounts.KeyGenerate()),
+        ("/api/key/list", accounts.KeyList()),
+        ("/api/key/{key_id}/revoke", accounts.KeyRevoke()),
+        # Admin (X-Administration-Key)
+        ("/admin/accounts", admin.AdminAccounts()),
+        ("/admin/accounts/{account_id}", admin.AdminAccount()),
+        ("/admin/accounts/{account_id}/credits", admin.AdminCredits()),
+        ("/admin/accounts/{account_id}/keys", admin.AdminKeys()),
+        ("/admin/keys/{key_id}", admin.AdminKey()),
+        ("/admin/plans/{name}", admin.AdminPlan()),
+        ("/admin/prices/{action}", admin.AdminPrice(service)),
+        ("/admin/receipts/{txn_receipt}/refund", admin.AdminRefund()),
+    ]

@@ -1,0 +1,154 @@
+"""The credit ledger: debits, refunds, grants and adjustments, each one receipt.
+
+Every function that changes a balance does the conditional UPDATE and the ledger INSERT
+in one transaction; callers that need more rows in the same transaction (the
+idempotency record, a job row) open ``write_transaction()`` around the call.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+
+from peewee import IntegrityError
+
+from metering.db import database, new_id, write_transaction
+from metering.errors import InsufficientCredits, InvalidRequest, NotFound
+from metering.models import Account, LedgerEntry
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    items: list
+    next_cursor: str | None
+
+
+def _apply(account_id, amount, *, floor_check, kind, action=None, reason="", refund_of=None,
+           request_id=None) -> LedgerEntry:
+    """Change a balance by ``amount`` and write its ledger row; caller holds the transaction.
+
+    With ``floor_check`` the UPDATE only matches while the balance stays >= 0, which is
+    what makes a debit safe under any number of racing processes: no read-then-write.
+    """
+    query = Account.update(balance=Account.balance + amount).where(Account.id == account_id)
+    if floor_check:
+        query = query.where(Account.balance >= -amount)
+    rows = list(query.returning(Account.balance).tuples().execute())
+    if not rows:
+        if not Account.select().where(Account.id == account_id).exists():
+            raise NotFound("No such account")
+        raise InsufficientCredits()
+    return LedgerEntry.create(
+        receipt=new_id("txn"),
+        account=account_id,
+        kind=kind,
+        amount=amount,
+        balance_after=rows[0][0],
+        action=action,
+        reason=reason[:255],
+        refund_of=refund_of,
+        request_id=request_id,
+    )
+
+
+def debit(account_id, credits, *, action, request_id=None) -> LedgerEntry:
+    """Take ``credits`` (> 0) from the account or raise ``InsufficientCredits``; no partial debit."""
+    if credits <= 0:
+        raise ValueError("a debit takes a positive amount")
+    with write_transaction():
+        return _apply(account_id, -credits, floor_check=True, kind="debit", action=action,
+                      request_id=request_id)
+
+
+def grant(account_id, amount, *, reason="", kind=None, request_id=None) -> LedgerEntry:
+    """Add credits (a grant or purchase) or, with a negative amount, an adjustment.
+
+    An adjustment can never take the balance below zero: it fails with
+    ``InsufficientCredits`` instead and changes nothing.
+    """
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount == 0:
+        raise InvalidRequest("amount must be a non-zero integer",
+                             details=[{"field": "amount", "problem": "must be a non-zero integer"}])
+    kind = kind or ("grant" if amount > 0 else "adjustment")
+    with write_transaction():
+        return _apply(account_id, amount, floor_check=amount < 0, kind=kind, reason=reason,
+                      request_id=request_id)
+
+
+def refund(receipt, *, reason="", request_id=None) -> tuple[LedgerEntry, bool]:
+    """Refund a debit once. Returns ``(refund_row, created)``; a second call returns the first row.
+
+    The unique index on ``refund_of`` settles races between processes: the loser's INSERT
+    fails, its savepoint undoes its balance change, and it returns the winner's row.
+    """
+    with write_transaction():
+        original = LedgerEntry.get_or_none(LedgerEntry.receipt == receipt)
+        if original is None or original.kind != "debit":
+            raise NotFound("No such debit receipt")
+        existing = LedgerEntry.get_or_none(LedgerEntry.refund_of == receipt)
+        if existing is not None:
+            return existing, False
+        try:
+            with database.atomic():
+                row = _apply(original.account_id, -original.amount, floor_check=False,
+                             kind="refund", action=original.action, reason=reason,
+                             refund_of=receipt, request_id=request_id)
+            return row, True
+        except IntegrityError:
+            pass
+    return LedgerEntry.get(LedgerEntry.refund_of == receipt), False
+
+
+def balance(account_id) -> int:
+    row = Account.select(Account.balance).where(Account.id == account_id).first()
+    if row is None:
+        raise NotFound("No such account")
+    return row.balance
+
+
+def receipt_for(account_id, receipt) -> LedgerEntry:
+    """One ledger row, only for its owner: anyone else gets the same NOT_FOUND as a typo."""
+    row = LedgerEntry.get_or_none(
+        (LedgerEntry.receipt == receipt) & (LedgerEntry.account == account_id)
+    )
+    if row is None:
+        raise NotFound("No such receipt")
+    return row
+
+
+def encode_cursor(entry_id: int) -> str:
+    return base64.urlsafe_b64encode(f"l:{entry_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        tag, _, value = raw.partition(":")
+        if tag != "l":
+            raise ValueError
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidRequest("cursor is not valid",
+                             details=[{"field": "cursor", "problem": "not a cursor from this list"}]
+                             ) from None
+
+
+def transactions(account_id, *, limit=50, cursor=None, kind=None) -> Page:
+    """The account's ledger, newest first, ``limit`` rows after ``cursor``."""
+    query = LedgerEntry.select().where(LedgerEntry.account == account_id)
+    if cursor:
+        query = query.where(LedgerEntry.id < decode_cursor(cursor))
+    if kind:
+        query = query.where(LedgerEntry.kind == kind)
+    rows = list(query.order_by(LedgerEntry.id.desc()).limit(limit + 1))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
+
+
+def ledger_sum(account_id) -> int:
+    from peewee import fn
+
+    return (LedgerEntry.select(fn.COALESCE(fn.SUM(LedgerEntry.amount), 0))
+            .where(LedgerEntry.account == account_id).scalar())

@@ -1,0 +1,80 @@
+"""Rate-limit plans and operator-set action prices, both read fresh on every request
+so a change made on one process takes effect on the next request everywhere."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from metering.db import utcnow
+from metering.errors import InvalidRequest, NotFound
+from metering.models import Account, Plan, Price
+
+DEFAULT_PLAN = "default"
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    plan: str
+    per_minute: int
+    per_day: int
+
+
+def limits_for(plan_name, row, config) -> Limits:
+    """The limits of a plan row, or the configured defaults when the plan has no row."""
+    if row is not None:
+        return Limits(plan_name, row.per_minute, row.per_day)
+    return Limits(plan_name, config.default_per_minute, config.default_per_day)
+
+
+def _positive(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidRequest(f"{name} must be a positive integer",
+                             details=[{"field": name, "problem": "must be a positive integer"}])
+    return value
+
+
+def set_plan(name: str, per_minute, per_day) -> Plan:
+    if not name or len(name) > 64:
+        raise InvalidRequest("plan name must be 1-64 characters")
+    _positive("perMinute", per_minute)
+    _positive("perDay", per_day)
+    (Plan.insert(name=name, per_minute=per_minute, per_day=per_day, updated_at=utcnow())
+     .on_conflict(conflict_target=[Plan.name],
+                  update={Plan.per_minute: per_minute, Plan.per_day: per_day,
+                          Plan.updated_at: utcnow()})
+     .execute())
+    return Plan.get_by_id(name)
+
+
+def get_plan(name: str, config) -> Limits:
+    row = Plan.get_or_none(Plan.name == name)
+    if row is None and name != DEFAULT_PLAN:
+        raise NotFound(f"No such plan: {name}")
+    return limits_for(name, row, config)
+
+
+def assign_plan(account_id: str, name: str) -> None:
+    if name != DEFAULT_PLAN and not Plan.select().where(Plan.name == name).exists():
+        raise InvalidRequest(f"No such plan: {name}",
+                             details=[{"field": "plan", "problem": "no such plan"}])
+    if not Account.update(plan=name).where(Account.id == account_id).execute():
+        raise NotFound("No such account")
+
+
+def set_price(action: str, credits) -> None:
+    if not isinstance(credits, int) or isinstance(credits, bool) or credits < 0:
+        raise InvalidRequest("credits must be a non-negative integer",
+                             details=[{"field": "credits", "problem": "non-negative integer"}])
+    (Price.insert(action=action, credits=credits, updated_at=utcnow())
+     .on_conflict(conflict_target=[Price.action],
+                  update={Price.credits: credits, Price.updated_at: utcnow()})
+     .execute())
+
+
+def price_overrides() -> dict[str, int]:
+    return {row.action: row.credits for row in Price.select()}
+
+
+def price_override(action: str) -> int | None:
+    row = Price.get_or_none(Price.action == action)
+    return None if row is None else row.credits

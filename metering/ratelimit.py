@@ -1,0 +1,96 @@
+"""Per-credential rate limits on Redis with the ``limits`` library (CONTRACT 3).
+
+Fixed windows per minute and per day. The limits are hit in order; a request refused
+by a later limit gives back what it took from the earlier ones, so a refused request
+is never counted against a limit that let it through. Each hit is one atomic INCR in
+Redis, so N concurrent requests against a limit of L let exactly L through across any
+number of processes. When Redis is unreachable the limiter fails open: the request goes
+through, the failure is logged and counted, and Redis is left alone for a few seconds
+(a circuit breaker) so every request does not pay the timeout again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+import time
+
+from limits import RateLimitItemPerDay, RateLimitItemPerHour, RateLimitItemPerMinute
+from limits.storage import RedisStorage
+from limits.strategies import FixedWindowRateLimiter
+
+log = logging.getLogger(__name__)
+
+BREAKER_SECONDS = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset: int  # Unix seconds when the reported window resets
+    retry_after: int  # whole seconds; 0 when allowed
+
+
+def limits_uri(redis_url: str) -> str:
+    """``limits`` spells Unix-socket URLs ``redis+unix://``; redis-py spells them ``unix://``."""
+    return "redis+unix://" + redis_url[len("unix://"):] if redis_url.startswith("unix://") \
+        else redis_url
+
+
+class RateLimiter:
+    def __init__(self, redis_url: str, *, prefix: str, timeout_ms: int = 50, on_fail_open=None):
+        timeout = timeout_ms / 1000
+        self.storage = RedisStorage(
+            limits_uri(redis_url), key_prefix=f"{prefix}:rl",
+            socket_connect_timeout=timeout, socket_timeout=timeout,
+        )
+        self.strategy = FixedWindowRateLimiter(self.storage)
+        self._on_fail_open = on_fail_open or (lambda: None)
+        self._closed_until = 0.0
+        self._lock = threading.Lock()
+
+    def check(self, identity: str, per_minute: int, per_day: int) -> Decision | None:
+        """Count one request for ``identity``; ``None`` means Redis failed and we fail open."""
+        return self._guarded(self._check, identity,
+                             [RateLimitItemPerMinute(per_minute), RateLimitItemPerDay(per_day)])
+
+    def check_hourly(self, identity: str, per_hour: int) -> Decision | None:
+        """Limit for unauthenticated routes (signup, login) keyed by client address."""
+        return self._guarded(self._check, identity, [RateLimitItemPerHour(per_hour)])
+
+    def _guarded(self, fn, *args):
+        if time.monotonic() < self._closed_until:
+            self._on_fail_open()
+            return None
+        try:
+            return fn(*args)
+        except Exception as exc:  # any Redis failure: fail open, never fail the request
+            with self._lock:
+                already_open = time.monotonic() < self._closed_until
+                self._closed_until = time.monotonic() + BREAKER_SECONDS
+            if not already_open:
+                log.warning("rate limiter failing open for %ss: %s: %s",
+                            BREAKER_SECONDS, type(exc).__name__, exc)
+            self._on_fail_open()
+            return None
+
+    def _check(self, identity, items) -> Decision:
+        taken = []
+        for item in items:
+            if not self.strategy.hit(item, identity):
+                for earlier in taken:  # give back what earlier limits counted
+                    self.storage.incr(earlier.key_for(identity), earlier.get_expiry(), amount=-1)
+                return self._decision(item, identity, allowed=False)
+            taken.append(item)
+        decisions = [self._decision(item, identity, allowed=True) for item in items]
+        return min(decisions, key=lambda d: (d.remaining, -d.reset))
+
+    def _decision(self, item, identity, *, allowed) -> Decision:
+        reset, remaining = self.strategy.get_window_stats(item, identity)
+        now = time.time()
+        retry = 0 if allowed else max(1, math.ceil(reset - now))
+        return Decision(allowed, item.amount, max(0, remaining), math.ceil(reset), retry)

@@ -1,0 +1,118 @@
+"""Caller identification: parse a credential from the request headers and resolve it.
+
+Each credential kind is an ``Authenticator``; the middleware asks them in order which
+one accepts a token. API keys are the first kind; OAuth2 access tokens and password
+bearer tokens plug in later as more authenticators without touching the middleware.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import datetime as dt
+
+from peewee import JOIN
+
+from metering.db import utcnow
+from metering.errors import AuthError, Forbidden
+from metering.models import Account, Plan
+from metering.plans import Limits, limits_for
+from oauth.keys import hash_key, looks_like_key
+from oauth.models import ApiKey
+
+LAST_USED_RESOLUTION = dt.timedelta(seconds=60)  # at most one last-used write a minute per key
+
+
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    account_id: str
+    username: str
+    limits: Limits
+    kind: str  # api_key | oauth | bearer
+    credential_id: str
+    scopes: frozenset | None = None  # None: every scope (API keys)
+
+    @property
+    def rate_key(self) -> str:
+        return f"{self.kind}:{self.credential_id}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Presented:
+    """What the caller sent: a token, and whether it came as Bearer (tokens of any kind)."""
+
+    token: str
+    scheme: str  # bearer | basic | bare | x-api-key
+
+
+def parse(authorization: str | None, x_api_key: str | None) -> Presented:
+    """Read the credential from ``Authorization`` or ``X-API-Key`` (CONTRACT 2)."""
+    if x_api_key and not authorization:
+        return Presented(x_api_key.strip(), "x-api-key")
+    if not authorization or not authorization.strip():
+        raise AuthError("MISSING_AUTH_HEADER", "No credentials: send Authorization or X-API-Key")
+    value = authorization.strip()
+    scheme, _, rest = value.partition(" ")
+    if not rest:
+        return Presented(value, "bare")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return Presented(rest.strip(), "bearer")
+    if scheme == "basic":
+        try:
+            user, _, _ = base64.b64decode(rest.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise AuthError("AUTH_FAILED", "Malformed Basic credentials") from None
+        return Presented(user.strip(), "basic")
+    raise AuthError("UNSUPPORTED_AUTH_SCHEME",
+                    "Unsupported authorization scheme: use Bearer, Basic or a bare API key")
+
+
+class ApiKeyAuthenticator:
+    kind = "api_key"
+
+    def __init__(self, config):
+        self.config = config
+
+    def accepts(self, presented: Presented) -> bool:
+        return looks_like_key(presented.token)
+
+    def authenticate(self, presented: Presented) -> Caller:
+        row = (ApiKey.select(ApiKey, Account, Plan)
+               .join(Account)
+               .join(Plan, JOIN.LEFT_OUTER, on=(Account.plan == Plan.name), attr="plan_row")
+               .where(ApiKey.key_hash == hash_key(presented.token))
+               .first())
+        if row is None or row.revoked_at is not None:
+            raise AuthError("AUTH_FAILED", "Unknown or revoked API key")
+        account = row.account
+        if account.disabled:
+            raise Forbidden("This account is disabled")
+        now = utcnow()
+        if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+            ApiKey.update(last_used_at=now).where(ApiKey.id == row.id).execute()
+        plan_row = getattr(account, "plan_row", None)
+        if plan_row is not None and plan_row.name is None:  # LEFT JOIN found no plan row
+            plan_row = None
+        return Caller(account.id, account.username,
+                      limits_for(account.plan, plan_row, self.config), self.kind, row.id)
+
+
+class Authenticators:
+    """The credential kinds this gateway accepts, asked in order."""
+
+    def __init__(self, authenticators):
+        self.authenticators = list(authenticators)
+
+    def add(self, authenticator):
+        self.authenticators.append(authenticator)
+
+    def identify(self, authorization, x_api_key) -> Caller:
+        presented = parse(authorization, x_api_key)
+        if not presented.token:
+            raise AuthError("AUTH_FAILED", "Empty credential")
+        for authenticator in self.authenticators:
+            if authenticator.accepts(presented):
+                return authenticator.authenticate(presented)
+        raise AuthError("AUTH_FAILED", "Unknown credential")
