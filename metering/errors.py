@@ -86,3 +86,8 @@ class MissingAction(InvalidRequest):
 class PayloadTooLarge(DomainError):
     code = "PAYLOAD_TOO_LARGE"
     message = "The request body is too large"
+
+
+class UnsupportedMediaType(DomainError):
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    message = "Unsupported media type"

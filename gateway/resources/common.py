@@ -5,13 +5,16 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from gateway.envelope import iso
-from metering.errors import InvalidRequest
+from metering.errors import InvalidRequest, UnsupportedMediaType
 
 MAX_LIMIT = 100
 
 
 def json_body(req) -> dict:
     """The request body as a JSON object; an empty body is ``{}``."""
+    if req.content_length and (req.content_type or "").split(";")[0].strip().lower() not in (
+            "", "application/json"):
+        raise UnsupportedMediaType("Send the body as JSON with Content-Type: application/json")
     body = req.get_media(default_when_empty={})
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object")

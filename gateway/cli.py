@@ -1,0 +1,303 @@
+"""The ``gateway`` command: schema upgrades, the servers, and the operator's CLI.
+
+Operator commands call the same service functions as the admin routes, so the shell and
+HTTP can never disagree about what an operation does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from gateway.config import Config
+
+
+def _connect(config):
+    from metering import db
+
+    db.bind(config.database_url, pool_size=2)
+    return db.connection()
+
+
+def _account_id(ref):
+    from metering.models import Account
+
+    row = Account.get_or_none((Account.id == ref) | (Account.username == ref))
+    if row is None:
+        raise SystemExit(f"no account {ref!r}")
+    return row.id
+
+
+def _print(obj):
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_db(config, args):
+    from metering import migrations
+
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    with _connect(config):
+        if args.db_command == "upgrade":
+            applied = migrations.upgrade()
+            print(f"applied {applied}" if applied else "schema up to date")
+        print(f"schema version {migrations.current_version()}")
+
+
+def cmd_accounts(config, args):
+    from gateway.resources.common import account_view
+    from metering import plans
+    from oauth.accounts import create_account, get_account
+
+    with _connect(config):
+        if args.accounts_command == "create":
+            account, key = create_account(args.username, args.password, credits=args.credits,
+                                          plan=args.plan, password_required=False)
+            _print({**account_view(account), "api_key": key})
+        elif args.accounts_command == "show":
+            _print(account_view(get_account(_account_id(args.account))))
+        elif args.accounts_command == "set-plan":
+            account_id = _account_id(args.account)
+            plans.assign_plan(account_id, args.plan)
+            _print(account_view(get_account(account_id)))
+
+
+def cmd_credits(config, args):
+    from gateway.resources.common import ledger_view
+    from metering import ledger
+
+    with _connect(config):
+        if args.credits_command == "grant":
+            _print(ledger_view(ledger.grant(_account_id(args.account), args.amount,
+                                            reason=args.reason)))
+        elif args.credits_command == "refund":
+            entry, created = ledger.refund(args.receipt, reason=args.reason)
+            _print({**ledger_view(entry), "created": created})
+
+
+def cmd_keys(config, args):
+    from gateway.resources.common import key_view
+    from oauth import keys
+
+    with _connect(config):
+        if args.keys_command == "create":
+            row, secret = keys.create_key(_account_id(args.account), args.description)
+            _print({**key_view(row), "apiKey": secret})
+        elif args.keys_command == "list":
+            _print([key_view(r) for r in keys.list_keys(_account_id(args.account))])
+        elif args.keys_command == "revoke":
+            _print(key_view(keys.revoke_key(None, args.key_id)))
+
+
+def cmd_plans(config, args):
+    from metering import plans
+
+    with _connect(config):
+        row = plans.set_plan(args.name, args.per_minute, args.per_day)
+        _print({"name": row.name, "perMinute": row.per_minute, "perDay": row.per_day})
+
+
+def cmd_prices(config, args):
+    from actions.registry import default_registry
+    from metering import plans
+
+    default_registry().get(args.action)
+    with _connect(config):
+        plans.set_price(args.action, args.credits)
+        _print({"action": args.action, "credits": args.credits})
+
+
+def cmd_cleanup(config, args):
+    from metering import idempotency
+    from metering.db import utcnow
+
+    with _connect(config):
+        print(f"purged {idempotency.purge_expired(utcnow())} expired idempotency records")
+
+
+def cmd_worker(config, args):
+    from rq import Worker
+
+    from jobs.connection import redis_client, resolve_redis_url
+    from metering import db
+
+    db.bind(config.database_url, pool_size=4)
+    conn = redis_client(resolve_redis_url(config), timeout=None)
+    queues = [f"{config.redis_prefix}:{q.strip()}" for q in args.queues.split(",") if q.strip()]
+    Worker(queues, connection=conn).work(burst=args.burst, with_scheduler=False)
+
+
+def _bootstrap(config):
+    """First run on embedded defaults: an admin key kept under DATA_DIR and a demo account."""
+    from oauth.accounts import create_account
+    from metering.models import Account
+
+    notes = []
+    admin_key = config.admin_key
+    if not admin_key:
+        path = config.data_dir / "admin_key"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(24))
+            path.chmod(0o600)
+        admin_key = path.read_text().strip()
+        notes.append(f"admin key (from {path}): {admin_key}")
+    with _connect(config):
+        if not Account.select().exists():
+            account, key = create_account("demo", None, credits=1000, password_required=False)
+            notes.append(f"demo account {account.username} with 1000 credits, API key: {key}")
+        else:
+            notes.append("existing accounts kept; make a key with: gateway keys create demo")
+    return admin_key, notes
+
+
+def cmd_serve(config, args):
+    from jobs.connection import resolve_redis_url
+    from metering import idempotency
+    from metering.db import utcnow
+
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    cmd_db(config, argparse.Namespace(db_command="upgrade"))
+    env = dict(os.environ)
+    env["REDIS_URL"] = resolve_redis_url(config)
+    env["DATABASE_URL"] = config.database_url
+    env["DATA_DIR"] = str(config.data_dir)
+    prom = config.data_dir / "prometheus"
+    shutil.rmtree(prom, ignore_errors=True)
+    prom.mkdir(parents=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
+    env["GATEWAY_BIND"] = args.bind
+    env["WEB_CONCURRENCY"] = str(args.workers)
+    admin_key, notes = _bootstrap(config)
+    env["ADMIN_KEY"] = admin_key
+    children = [subprocess.Popen([sys.executable, "-m", "gunicorn", "-c",
+                                  "python:gateway.gunicorn_conf", "wsgi:app"], env=env)]
+    with_worker = args.with_worker if args.with_worker is not None else not config.redis_url
+    if with_worker:
+        children.append(subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env))
+    url = config.public_base_url or f"http://{args.bind}"
+    print(f"\n  gateway listening on {url}  (worker: {'yes' if with_worker else 'no'})")
+    for note in notes:
+        print(f"  {note}")
+    print(f"  try:  curl -H 'Authorization: Bearer <API key>' {url}/zapier/v1/me")
+    print(f"        curl -X POST -H 'Authorization: Bearer <API key>' -H 'Content-Type: "
+          f"application/json' -d '{{\"message\":\"hi\"}}' {url}/zapier/v1/echo\n", flush=True)
+
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    next_purge = 0.0
+    try:
+        while not stopping and all(c.poll() is None for c in children):
+            if time.monotonic() > next_purge:  # idempotency records live 24 hours
+                with _connect(config):
+                    idempotency.purge_expired(utcnow())
+                next_purge = time.monotonic() + 3600
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gateway", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="schema migrations")
+    db.add_argument("db_command", choices=["upgrade", "version"])
+    db.set_defaults(fn=cmd_db)
+
+    serve = sub.add_parser("serve", help="web server (and, on embedded defaults, a worker)")
+    serve.add_argument("--bind", default=os.environ.get("GATEWAY_BIND", "127.0.0.1:8000"))
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
+    serve.add_argument("--with-worker", dest="with_worker", action="store_true", default=None)
+    serve.add_argument("--no-worker", dest="with_worker", action="store_false")
+    serve.set_defaults(fn=cmd_serve)
+
+    worker = sub.add_parser("worker", help="an RQ worker")
+    worker.add_argument("--queues", default="cpu,gpu")
+    worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    worker.set_defaults(fn=cmd_worker)
+
+    accounts = sub.add_parser("accounts", help="accounts")
+    asub = accounts.add_subparsers(dest="accounts_command", required=True)
+    create = asub.add_parser("create")
+    create.add_argument("username")
+    create.add_argument("--password")
+    create.add_argument("--credits", type=int, default=0)
+    create.add_argument("--plan", default="default")
+    asub.add_parser("show").add_argument("account", help="id or username")
+    setplan = asub.add_parser("set-plan")
+    setplan.add_argument("account")
+    setplan.add_argument("plan")
+    accounts.set_defaults(fn=cmd_accounts)
+
+    credits = sub.add_parser("credits", help="grants, adjustments and refunds")
+    csub = credits.add_subparsers(dest="credits_command", required=True)
+    grant = csub.add_parser("grant", help="a negative amount is an adjustment")
+    grant.add_argument("account")
+    grant.add_argument("amount", type=int)
+    grant.add_argument("--reason", default="")
+    refund = csub.add_parser("refund")
+    refund.add_argument("receipt")
+    refund.add_argument("--reason", default="operator refund")
+    credits.set_defaults(fn=cmd_credits)
+
+    keys = sub.add_parser("keys", help="API keys")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    kcreate = ksub.add_parser("create")
+    kcreate.add_argument("account")
+    kcreate.add_argument("--description", default="")
+    ksub.add_parser("list").add_argument("account")
+    ksub.add_parser("revoke").add_argument("key_id")
+    keys.set_defaults(fn=cmd_keys)
+
+    plans = sub.add_parser("plans", help="rate-limit plans")
+    psub = plans.add_subparsers(dest="plans_command", required=True)
+    pset = psub.add_parser("set")
+    pset.add_argument("name")
+    pset.add_argument("--per-minute", type=int, required=True)
+    pset.add_argument("--per-day", type=int, required=True)
+    plans.set_defaults(fn=cmd_plans)
+
+    prices = sub.add_parser("prices", help="action prices")
+    prsub = prices.add_subparsers(dest="prices_command", required=True)
+    prset = prsub.add_parser("set")
+    prset.add_argument("action")
+    prset.add_argument("credits", type=int)
+    prices.set_defaults(fn=cmd_prices)
+
+    cleanup = sub.add_parser("cleanup", help="purge expired idempotency records")
+    cleanup.set_defaults(fn=cmd_cleanup)
+    return p
+
+
+def main(argv=None) -> int:
+    from metering.errors import DomainError
+
+    args = parser().parse_args(argv)
+    config = Config.from_env()
+    try:
+        return args.fn(config, args) or 0
+    except DomainError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        for detail in exc.details:
+            print(f"  {detail['field']}: {detail['problem']}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
