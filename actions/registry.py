@@ -107,7 +107,7 @@ class Action:
                 "additionalProperties": False}
 
     def validate(self, body) -> dict:
-        """The validated input with defaults applied, or ``InvalidRequest`` listing every problem."""
+        """The input with defaults applied, or ``InvalidRequest`` listing every problem."""
         if not isinstance(body, dict):
             raise InvalidRequest("The request body must be a JSON object")
         errors = sorted(Draft202012Validator(self.json_schema()).iter_errors(body),

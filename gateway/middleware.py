@@ -101,8 +101,8 @@ class RateLimit:
                                           caller.limits.per_day)
         elif resource is not None and getattr(resource, "auth", None) == ADDRESS \
                 and req.method == "POST":
-            decision = self.limiter.check_hourly("addr:" + client_address(req, self.trusted_proxies),
-                                                 self.per_hour)
+            address = client_address(req, self.trusted_proxies)
+            decision = self.limiter.check_hourly("addr:" + address, self.per_hour)
         else:
             return
         req.context.ratelimit = decision
@@ -122,7 +122,8 @@ class RateLimit:
 def client_address(req, trusted_proxies: int) -> str:
     """The caller's address, believing only as many X-Forwarded-For hops as configured."""
     if trusted_proxies > 0:
-        hops = [h.strip() for h in (req.get_header("X-Forwarded-For") or "").split(",") if h.strip()]
+        forwarded = req.get_header("X-Forwarded-For") or ""
+        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
         if len(hops) >= trusted_proxies:
             return hops[-trusted_proxies]
     return req.remote_addr or "unknown"

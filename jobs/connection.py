@@ -7,6 +7,7 @@ embedded default needs no port and is reachable by no other host.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -64,10 +65,8 @@ def embedded_redis_url(data_dir: Path) -> str:
 def stop_embedded_redis(data_dir: Path) -> None:
     url = f"unix://{Path(data_dir) / 'redis' / 'redis.sock'}"
     if _answers(url):
-        try:
+        with contextlib.suppress(redis.ConnectionError):  # shutdown drops the connection
             redis_client(url).shutdown(nosave=False)
-        except redis.ConnectionError:
-            pass  # shutdown closes the connection under us
 
 
 def _answers(url) -> bool:

@@ -53,7 +53,7 @@ def _apply(account_id, amount, *, floor_check, kind, action=None, reason="", ref
 
 
 def debit(account_id, credits, *, action, request_id=None) -> LedgerEntry:
-    """Take ``credits`` (> 0) from the account or raise ``InsufficientCredits``; no partial debit."""
+    """Take ``credits`` (> 0) or raise ``InsufficientCredits``; never a partial debit."""
     if credits <= 0:
         raise ValueError("a debit takes a positive amount")
     with write_transaction():

@@ -28,7 +28,8 @@ def create_key(account_id: str, description: str = "") -> tuple[ApiKey, str]:
     """Make a key for the account; returns the row and the secret (never stored)."""
     if not isinstance(description, str) or len(description) > 255:
         raise InvalidRequest("description must be a string of at most 255 characters",
-                             details=[{"field": "description", "problem": "at most 255 characters"}])
+                             details=[{"field": "description",
+                                       "problem": "at most 255 characters"}])
     secret = KEY_PREFIX + secrets.token_urlsafe(24)
     row = ApiKey.create(
         id=new_id("key", 8), account=account_id, prefix=secret[: len(KEY_PREFIX) + 6],
