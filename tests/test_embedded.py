@@ -1,0 +1,63 @@
+"""``make run``'s path: ``gateway serve`` on embedded defaults (SQLite + embedded Redis)."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import requests
+
+from conftest import ROOT, free_port
+from jobs.connection import stop_embedded_redis
+
+
+def test_serve_on_embedded_defaults(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "REDIS_URL", "ADMIN_KEY", "REDIS_PREFIX")}
+    env.update(DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT), LOG_LEVEL="WARNING")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--bind", f"127.0.0.1:{port}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    lines = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "try:" in line:
+                break
+        out = "".join(lines)
+        key = re.search(r"API key: (gwk_\S+)", out).group(1)
+        admin = re.search(r"admin key \(from .*\): (\S+)", out).group(1)
+        assert f"listening on {url}" in out
+        for _ in range(100):
+            try:
+                if requests.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+
+        me = requests.get(url + "/zapier/v1/me", headers={"Authorization": f"Bearer {key}"})
+        assert me.status_code == 200 and me.json()["data"]["balance"] == 1000
+        paid = requests.post(url + "/zapier/v1/echo", json={"message": "hello"},
+                             headers={"Authorization": f"Bearer {key}"})
+        assert paid.status_code == 200, paid.text
+        assert paid.json()["meta"]["availableCredit"] == 999
+        assert int(paid.headers["X-RateLimit-Remaining"]) == 58  # limits live in embedded Redis
+        ready = requests.get(url + "/health/ready").json()["data"]["checks"]
+        assert ready["database"]["ok"] and ready["redis"]["ok"]
+        assert ready["workers"]["count"] == 1  # make run starts one worker
+        grant = requests.post(url + f"/admin/accounts/{me.json()['data']['id']}/credits",
+                              json={"amount": 5}, headers={"X-Administration-Key": admin})
+        assert grant.status_code == 201 and grant.json()["data"]["balanceAfter"] == 1004
+        assert (tmp_path / "gateway.sqlite3").exists()
+        assert (tmp_path / "redis" / "redis.sock").exists()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        stop_embedded_redis(tmp_path)
