@@ -21,6 +21,15 @@ COMMON_FIELDS = {
                                            "the Idempotency-Key header."},
 }
 
+# Body fields of every asynchronous action.
+ASYNC_FIELDS = {
+    "callback_url": {"type": "string", "format": "uri", "maxLength": 2048,
+                     "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
+                     "description": "When the composition ends, it is POSTed here (signed "
+                                    "like webhooks): Zapier's z.generateCallbackUrl, n8n's "
+                                    "resume URL, a Make custom webhook."},
+}
+
 _TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean",
           "array": "array"}
 
@@ -38,6 +47,7 @@ class Field:
     maximum: float | None = None
     max_length: int | None = None
     format: str | None = None  # e.g. "uri"
+    pattern: str | None = None
 
     def json_schema(self) -> dict:
         schema = {"type": _TYPES[self.type]}
@@ -59,6 +69,8 @@ class Field:
             schema["minLength"] = 1
         if self.format:
             schema["format"] = self.format
+        if self.pattern:
+            schema["pattern"] = self.pattern
         return schema
 
     def describe(self) -> dict:
@@ -98,10 +110,14 @@ class Action:
     perform: Callable[[ActionContext, dict], dict]
     mode: str = "sync"  # sync | async
     ttl_s: int | None = None  # async only: how long it may run before it is failed
+    queue: str = "cpu"  # async only: cpu | gpu
+    precheck: Callable | None = None  # (input, outbound policy): refuse before charging
 
     def json_schema(self) -> dict:
         props = {f.name: f.json_schema() for f in self.fields}
         props.update(COMMON_FIELDS)
+        if self.mode == "async":
+            props.update(ASYNC_FIELDS)
         return {"type": "object", "properties": props,
                 "required": [f.name for f in self.fields if f.required],
                 "additionalProperties": False}
@@ -129,13 +145,16 @@ def _detail(error) -> dict:
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         return {"field": ",".join(extra), "problem": "is not a field of this action"}
     field = ".".join(str(p) for p in error.absolute_path) or "body"
+    if error.validator == "enum":  # only an enum's value is a list to join
+        return {"field": field,
+                "problem": f"must be one of {', '.join(map(str, error.validator_value))}"}
     problem = {
         "type": f"must be of type {error.validator_value}",
-        "enum": f"must be one of {', '.join(map(str, error.validator_value))}",
         "minimum": f"must be >= {error.validator_value}",
         "maximum": f"must be <= {error.validator_value}",
         "maxLength": f"must be at most {error.validator_value} characters",
         "minLength": "must not be empty",
+        "pattern": "must be an http(s) URL",
     }.get(error.validator, error.message)
     return {"field": field, "problem": problem}
 
@@ -167,7 +186,13 @@ def default_registry() -> Registry:
     """Every action the product ships, one module each."""
     from actions import echo, estimate_cost
 
+    modules = [echo, estimate_cost]
+    try:  # TEMPORARY until actions.outbound lands
+        from actions import product_listing
+        modules.append(product_listing)
+    except ImportError:
+        pass
     registry = Registry()
-    for module in (echo, estimate_cost):
+    for module in modules:
         registry.register(module.ACTION)
     return registry

@@ -9,11 +9,16 @@ changes nothing.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
 import time
 
 from actions.registry import ActionContext, Registry
 from metering import idempotency, ledger, plans
 from metering.db import utcnow, write_transaction
+from metering.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,12 +27,16 @@ class Outcome:
     data: dict
     meta: dict
     replayed: bool = False
+    composition_uid: str | None = None  # async actions: the job record to wait on and show
 
 
 class ActionService:
-    def __init__(self, registry: Registry, config, clock=utcnow, monotonic=time.monotonic):
+    def __init__(self, registry: Registry, config, clock=utcnow, monotonic=time.monotonic,
+                 redis=None, policy=None):
         self.registry = registry
         self.config = config
+        self.redis = redis
+        self.policy = policy
         self.clock = clock
         self.monotonic = monotonic
 
@@ -51,19 +60,27 @@ class ActionService:
     def run(self, caller, name, body, *, idempotency_key, request_id, method, path) -> Outcome:
         action = self.registry.get(name)
         data = action.validate(body)
+        if action.precheck is not None:
+            action.precheck(data, self.policy)
+        if data.get("callback_url"):
+            self.policy.check_url(data["callback_url"], field="callback_url")
         key = idempotency_key
-        if key is None and isinstance(body, dict) and body.get("client_reference_id"):
-            key = "client_reference_id:" + body["client_reference_id"]
-        claim = None
         if key is not None:
             idempotency.check_key(key)
+        elif isinstance(body, dict) and body.get("client_reference_id"):
+            # Its own namespace; hashed so a reference of the full 255 characters still fits.
+            ref = idempotency.check_key(body["client_reference_id"], field="client_reference_id")
+            key = "client_reference_id:" + hashlib.sha256(ref.encode()).hexdigest()
+        claim = None
+        if key is not None:
             now = self.clock()
             found = idempotency.claim(
                 caller.account_id, key, idempotency.request_hash(method, path, body),
                 now=now, ttl_s=self.config.idempotency_ttl_s,
                 lock_s=self.config.idempotency_lock_s)
             if isinstance(found, idempotency.Replay):
-                return Outcome(found.status, found.body["data"], found.body["meta"], True)
+                return Outcome(found.status, found.body["data"], found.body["meta"], True,
+                               found.body.get("composition_uid"))
             claim = found
         try:
             return self._execute(caller, action, data, claim, request_id)
@@ -79,6 +96,8 @@ class ActionService:
             balance=lambda: ledger.balance(caller.account_id), registry=self.registry,
         )
         meta = {"action": action.name}
+        if action.mode == "async":
+            return self._start_async(caller, action, data, claim, request_id, price, meta)
         if price == 0 and claim is None:  # nothing to write: no transaction on the free path
             return Outcome(200, action.perform(ctx, data), meta)
         with write_transaction():
@@ -92,4 +111,53 @@ class ActionService:
             result = action.perform(ctx, data)
             if claim is not None:
                 idempotency.complete(claim, 200, {"data": result, "meta": meta}, receipt)
+        if receipt:
+            self._after_debit(caller.account_id, meta["availableCredit"])
         return Outcome(200, result, meta)
+
+    def _after_debit(self, account_id, balance):
+        """``credits.low`` once per crossing; a notification problem never fails a paid call."""
+        from jobs import webhooks
+
+        try:
+            webhooks.check_low_credit(account_id, balance, self.redis, self.config)
+        except Exception:
+            log.exception("credits.low check failed for %s", account_id)
+
+    def ttl_of(self, action) -> int:
+        return self.config.job_ttl_s or action.ttl_s or 120
+
+    def _start_async(self, caller, action, data, claim, request_id, price, meta) -> Outcome:
+        """Debit, record the job and the idempotent answer in one transaction; then enqueue.
+
+        The job is enqueued only after the debit commits, so a worker never sees a job
+        that was not paid for. If the queue is down, the job fails at once and is refunded.
+        """
+        from jobs import engine
+
+        callback_url = data.pop("callback_url", None)
+        ttl = self.ttl_of(action)
+        meta["ttl"] = ttl * 1000
+        with write_transaction():
+            entry = None
+            if price > 0:
+                entry = ledger.debit(caller.account_id, price, action=action.name,
+                                     request_id=request_id)
+                meta.update(creditsUsed=price, availableCredit=entry.balance_after,
+                            txnReceipt=entry.receipt)
+            comp = engine.create(caller.account_id, action, data, entry=entry,
+                                 callback_url=callback_url, queue=action.queue, ttl_s=ttl)
+            if claim is not None:
+                idempotency.complete(claim, 202, {"data": {}, "meta": meta,
+                                                  "composition_uid": comp.uid},
+                                     entry.receipt if entry else None)
+        if entry is not None:
+            self._after_debit(caller.account_id, entry.balance_after)
+        try:
+            engine.enqueue(self.redis, self.config, comp)
+        except Exception:
+            engine.finish(comp.uid, engine.Composition.FAILED, code="QUEUE_UNAVAILABLE",
+                          message="The job queue is unavailable; the debit was refunded")
+            raise ServiceUnavailable("The job queue is unavailable; nothing was charged") \
+                from None
+        return Outcome(202, {}, meta, composition_uid=comp.uid)

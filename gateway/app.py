@@ -16,6 +16,7 @@ from actions.runner import ActionService
 from gateway import errors, middleware, openapi
 from gateway.routes import route_table
 from jobs.connection import redis_client, resolve_redis_url
+from jobs.storage import Storage
 from metering import db
 from metering.db import utcnow
 from metering.ratelimit import RateLimiter
@@ -30,7 +31,16 @@ class Deps:
     authenticators: Authenticators
     actions: ActionService
     registry: Registry
+    storage: object = None
     openapi: object = None
+
+
+def _policy(config):
+    try:  # TEMPORARY until actions.outbound lands
+        from actions.outbound import OutboundPolicy
+    except ImportError:
+        return None
+    return OutboundPolicy.from_config(config)
 
 
 def build_deps(config, *, registry=None, clock=utcnow) -> Deps:
@@ -39,15 +49,18 @@ def build_deps(config, *, registry=None, clock=utcnow) -> Deps:
     db.bind(config.database_url, config.db_pool_size)
     redis_url = resolve_redis_url(config)
     registry = registry or default_registry()
+    redis = redis_client(redis_url)
     return Deps(
         config=config,
-        redis=redis_client(redis_url),
+        redis=redis,
         limiter=RateLimiter(redis_url, prefix=config.redis_prefix,
                             timeout_ms=config.ratelimit_timeout_ms,
                             on_fail_open=metrics.RATE_LIMIT_FAIL_OPEN.inc),
         authenticators=Authenticators([ApiKeyAuthenticator(config)]),
-        actions=ActionService(registry, config, clock=clock),
+        actions=ActionService(registry, config, clock=clock, redis=redis,
+                              policy=_policy(config)),
         registry=registry,
+        storage=Storage(config),
     )
 
 

@@ -122,15 +122,37 @@ def cmd_cleanup(config, args):
 
 
 def cmd_worker(config, args):
-    from rq import Worker
+    """An RQ worker in this process (SimpleWorker: no fork per job, so models loaded once
+    stay loaded), with the scheduler for webhook retries and a reaper thread that finishes
+    compositions whose worker died."""
+    import threading
 
-    from jobs.connection import redis_client, resolve_redis_url
-    from metering import db
+    from rq import SimpleWorker
 
-    db.bind(config.database_url, pool_size=4)
-    conn = redis_client(resolve_redis_url(config), timeout=None)
+    from jobs import engine, runtime
+
+    rt = runtime.install(config)
     queues = [f"{config.redis_prefix}:{q.strip()}" for q in args.queues.split(",") if q.strip()]
-    Worker(queues, connection=conn).work(burst=args.burst, with_scheduler=False)
+
+    def reap_forever():
+        while True:
+            try:
+                engine.reap()
+            except Exception as exc:  # keep reaping; the next round may succeed
+                print(f"reaper: {exc}", file=sys.stderr)
+            time.sleep(max(1.0, rt.heartbeat_s))
+
+    if not args.burst:
+        threading.Thread(target=reap_forever, daemon=True).start()
+    worker = SimpleWorker(queues, connection=rt.redis)
+    worker.work(burst=args.burst, with_scheduler=not args.burst)
+
+
+def cmd_reap(config, args):
+    from jobs import engine, runtime
+
+    runtime.install(config)
+    print(f"finished {engine.reap()} abandoned or expired compositions")
 
 
 def _bootstrap(config):
@@ -228,7 +250,7 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(fn=cmd_serve)
 
     worker = sub.add_parser("worker", help="an RQ worker")
-    worker.add_argument("--queues", default="cpu,gpu")
+    worker.add_argument("--queues", default="cpu,gpu,webhooks")
     worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     worker.set_defaults(fn=cmd_worker)
 
@@ -282,6 +304,8 @@ def parser() -> argparse.ArgumentParser:
 
     cleanup = sub.add_parser("cleanup", help="purge expired idempotency records")
     cleanup.set_defaults(fn=cmd_cleanup)
+    reap = sub.add_parser("reap", help="finish (and refund) compositions whose worker died")
+    reap.set_defaults(fn=cmd_reap)
     return p
 
 

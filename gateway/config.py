@@ -72,6 +72,11 @@ class Config:
     db_pool_size: int = 20
     log_level: str = "INFO"
     outbound_allow_hosts: str = ""
+    bind: str = "127.0.0.1:8000"  # where gunicorn listens; output URLs fall back to it
+    job_heartbeat_s: float = 5.0  # a running job's worker proves it is alive this often
+    job_ttl_s: int = 0  # 0: each action's own ttl; else an override for every action
+    default_wait_s: int = 25  # how long an async POST waits for the result by default
+    webhook_retry_schedule: tuple = ()  # seconds between retries; empty: about a day
 
     @classmethod
     def from_env(cls, env=None) -> Config:
@@ -99,6 +104,12 @@ class Config:
             db_pool_size=_int(env, "DB_POOL_SIZE", 20),
             log_level=env.get("LOG_LEVEL") or "INFO",
             outbound_allow_hosts=env.get("OUTBOUND_ALLOW_HOSTS", ""),
+            bind=env.get("GATEWAY_BIND") or "127.0.0.1:8000",
+            job_heartbeat_s=float(env.get("JOB_HEARTBEAT_SECONDS") or 5),
+            job_ttl_s=_int(env, "JOB_TTL_SECONDS", 0),
+            default_wait_s=_int(env, "DEFAULT_WAIT_SECONDS", 25),
+            webhook_retry_schedule=tuple(
+                float(x) for x in (env.get("WEBHOOK_RETRY_SCHEDULE") or "").split(",") if x),
         )
 
     def replace(self, **changes) -> Config:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from gateway.resources import accounts, actions, admin, credits, ops
+from gateway.resources import (
+    accounts,
+    actions,
+    admin,
+    compositions,
+    credits,
+    hooks,
+    ops,
+    posts,
+)
 
 
 def route_table(deps) -> list[tuple[str, object]]:
     service, config = deps.actions, deps.config
-    call = actions.ActionCall(service)
+    call = actions.ActionCall(service, config, deps.redis)
+    redis = deps.redis
     return [
         # Operations
         ("/health", ops.Health()),
@@ -20,6 +30,17 @@ def route_table(deps) -> list[tuple[str, object]]:
         ("/zapier/v1/actions", actions.ActionCatalogue(service)),
         ("/zapier/v1/me", actions.Me()),
         ("/zapier/v1/{action}", call),
+        # Asynchronous results (CONTRACT 6)
+        ("/zapier/v1/compositions/{uid}", compositions.CompositionItem(config, redis)),
+        ("/zapier/v1/compositions/{uid}/events", compositions.CompositionEvents(config, redis)),
+        ("/zapier/v1/compositions/{uid}/cancel", compositions.CompositionCancel(config, redis)),
+        ("/outputs/{uid}/{name}", compositions.OutputFile(deps.storage)),
+        # Lists, triggers and webhooks (CONTRACT 7)
+        ("/list-posts", posts.ListPosts(config)),
+        ("/zapier/v1/hooks", hooks.Hooks(deps.actions.policy)),
+        ("/zapier/v1/hooks/{hook_id}", hooks.HookItem()),
+        ("/zapier/v1/hooks/secret/rotate", hooks.HookSecretRotate()),
+        ("/zapier/v1/credits/low-threshold", hooks.LowCreditThreshold()),
         # Credits (CONTRACT 4)
         ("/zapier/v1/credits", credits.Credits()),
         ("/zapier/v1/credits/transactions", credits.Transactions(config)),

@@ -31,11 +31,11 @@ class Replay:
     receipt: str | None
 
 
-def check_key(key: str) -> str:
+def check_key(key: str, field: str = "Idempotency-Key") -> str:
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
         raise InvalidRequest(
-            "Idempotency-Key must be 1-255 printable ASCII characters",
-            details=[{"field": "Idempotency-Key", "problem": "1-255 printable ASCII characters"}],
+            f"{field} must be 1-255 printable ASCII characters",
+            details=[{"field": field, "problem": "1-255 printable ASCII characters"}],
         )
     return key
 

@@ -17,6 +17,10 @@ from metering.db import database, new_id, write_transaction
 from metering.errors import InsufficientCredits, InvalidRequest, NotFound
 from metering.models import Account, LedgerEntry
 
+# The most credits one grant, adjustment, price or starting balance may move: far beyond any
+# real use, and small enough that balances never overflow the 64-bit column (a 500).
+MAX_CREDITS = 10**12
+
 
 @dataclasses.dataclass(frozen=True)
 class Page:
@@ -67,8 +71,10 @@ def grant(account_id, amount, *, reason="", kind=None, request_id=None) -> Ledge
     An adjustment can never take the balance below zero: it fails with
     ``InsufficientCredits`` instead and changes nothing.
     """
-    if not isinstance(amount, int) or isinstance(amount, bool) or amount == 0:
-        raise InvalidRequest("amount must be a non-zero integer",
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount == 0 \
+            or abs(amount) > MAX_CREDITS:
+        raise InvalidRequest(f"amount must be a non-zero integer between -{MAX_CREDITS} and "
+                             f"{MAX_CREDITS}",
                              details=[{"field": "amount", "problem": "must be a non-zero integer"}])
     kind = kind or ("grant" if amount > 0 else "adjustment")
     with write_transaction():

@@ -25,8 +25,16 @@ def _m0001_initial(db):
     db.create_tables(METERING_MODELS + OAUTH_MODELS, safe=True)
 
 
+def _m0002_jobs(db):
+    """Compositions (async job records), posts, webhook hooks, secrets and deliveries."""
+    from jobs.models import ALL_MODELS as JOB_MODELS
+
+    db.create_tables(JOB_MODELS, safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _m0001_initial),
+    (2, "jobs, posts and webhooks", _m0002_jobs),
 ]
 
 

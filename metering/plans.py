@@ -7,6 +7,7 @@ import dataclasses
 
 from metering.db import utcnow
 from metering.errors import InvalidRequest, NotFound
+from metering.ledger import MAX_CREDITS
 from metering.models import Account, Plan, Price
 
 DEFAULT_PLAN = "default"
@@ -26,8 +27,11 @@ def limits_for(plan_name, row, config) -> Limits:
     return Limits(plan_name, config.default_per_minute, config.default_per_day)
 
 
+MAX_LIMIT = 10**9  # plan limits are 32-bit columns
+
+
 def _positive(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_LIMIT:
         raise InvalidRequest(f"{name} must be a positive integer",
                              details=[{"field": name, "problem": "must be a positive integer"}])
     return value
@@ -62,7 +66,7 @@ def assign_plan(account_id: str, name: str) -> None:
 
 
 def set_price(action: str, credits) -> None:
-    if not isinstance(credits, int) or isinstance(credits, bool) or credits < 0:
+    if not isinstance(credits, int) or isinstance(credits, bool) or not 0 <= credits <= MAX_CREDITS:
         raise InvalidRequest("credits must be a non-negative integer",
                              details=[{"field": "credits", "problem": "non-negative integer"}])
     (Price.insert(action=action, credits=credits, updated_at=utcnow())

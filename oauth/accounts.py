@@ -40,7 +40,8 @@ def create_account(username, password=None, *, credits=0, plan="default",
     """
     _check_username(username)
     _check_password(password, password_required)
-    if not isinstance(credits, int) or isinstance(credits, bool) or credits < 0:
+    if not isinstance(credits, int) or isinstance(credits, bool) \
+            or not 0 <= credits <= ledger.MAX_CREDITS:
         raise InvalidRequest("credits must be a non-negative integer",
                              details=[{"field": "credits", "problem": "non-negative integer"}])
     if plan != "default" and not Plan.select().where(Plan.name == plan).exists():

@@ -174,7 +174,7 @@ def start_gunicorn(config, *, workers=2, threads=8, extra_env=None):
         try:
             if requests.get(url + "/health", timeout=1).status_code == 200:
                 return proc, url
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # a worker still booting
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("gunicorn did not start")

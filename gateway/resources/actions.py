@@ -5,6 +5,7 @@ from __future__ import annotations
 from gateway import metrics
 from gateway.envelope import ok
 from gateway.resources.common import json_body
+from gateway.resources.compositions import answer, wait_for, wait_seconds
 from metering import ledger
 from metering.errors import MissingAction
 from oauth.accounts import get_account
@@ -15,11 +16,12 @@ class ActionCall:
 
     openapi_tag = "Actions"
 
-    def __init__(self, service):
-        self.service = service
+    def __init__(self, service, config, redis):
+        self.service, self.config, self.redis = service, config, redis
 
     def on_post(self, req, resp, action):
         body = json_body(req)
+        wait = wait_seconds(req, self.config.default_wait_s)
         outcome = self.service.run(
             req.context.caller, action, body,
             idempotency_key=req.get_header("Idempotency-Key"),
@@ -30,7 +32,12 @@ class ActionCall:
         elif outcome.meta.get("txnReceipt"):
             metrics.DEBITS.labels(action).inc()
             metrics.CREDITS_DEBITED.labels(action).inc(outcome.meta["creditsUsed"])
-        ok(req, resp, outcome.data, outcome.status, **outcome.meta)
+        if outcome.composition_uid is None:
+            ok(req, resp, outcome.data, outcome.status, **outcome.meta)
+            return
+        comp = wait_for(self.redis, self.config.redis_prefix, req.context.caller.account_id,
+                        outcome.composition_uid, wait)
+        answer(req, resp, comp, self.config, self.redis, **outcome.meta)
 
 
 class MissingActionName:

@@ -1,0 +1,256 @@
+"""The job engine: composition records, RQ dispatch, the worker task, and how each
+composition ends (completed, failed, expired, cancelled, worker lost), with money
+following the outcome: every non-completed end refunds the debit exactly once.
+
+Status changes are conditional UPDATEs (``WHERE status IN (...)``), so a retried RQ job,
+a reaper and a cancel racing each other cannot finish a composition twice; the refund row
+is written in the same transaction as the status that causes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import threading
+
+from rq import Queue
+from rq.job import Job
+
+from jobs import events, webhooks
+from jobs.models import Composition, Post
+from jobs.runtime import current
+from metering import ledger
+from metering.db import connection, database, new_id, utcnow, write_transaction
+from metering.errors import Conflict, NotFound
+
+log = logging.getLogger(__name__)
+Q, R = Composition.QUEUED, Composition.RUNNING
+
+
+class JobCancelled(Exception):
+    """Raised at a checkpoint when the caller cancelled the running composition."""
+
+
+class JobExpired(Exception):
+    """Raised at a checkpoint when the composition ran past its ttl."""
+
+
+def queue_name(config, queue: str) -> str:
+    return f"{config.redis_prefix}:{queue}"
+
+
+def create(account_id, action, data, *, entry, callback_url, queue, ttl_s) -> Composition:
+    """Insert the job record; call inside the transaction that made the debit ``entry``."""
+    now = utcnow()
+    return Composition.create(
+        uid=new_id("comp", 10), account=account_id, action=action.name,
+        input=json.dumps(data), receipt=entry.receipt if entry else None,
+        credits=-entry.amount if entry else 0, callback_url=callback_url, queue=queue,
+        ttl_s=ttl_s, created_at=now, deadline_at=now + dt.timedelta(seconds=ttl_s),
+    )
+
+
+def enqueue(redis, config, comp: Composition) -> None:
+    """Put the committed composition on its RQ queue (job id = composition uid)."""
+    Queue(queue_name(config, comp.queue), connection=redis).enqueue_call(
+        "jobs.engine.run_composition", args=(comp.uid,), job_id=comp.uid,
+        timeout=comp.ttl_s + 30, result_ttl=3600, failure_ttl=86400,
+    )
+
+
+def get(account_id, uid) -> Composition:
+    comp = Composition.get_or_none((Composition.uid == uid) & (Composition.account == account_id))
+    if comp is None:
+        raise NotFound("No such composition")
+    return comp
+
+
+def queue_position(redis, uid) -> int | None:
+    try:
+        position = Job.fetch(uid, connection=redis).get_position()
+    except Exception:
+        return None
+    return None if position is None else position + 1
+
+
+def finish(uid, status, *, code=None, message=None, outputs=None, from_states=(Q, R)) -> bool:
+    """Move a composition to a final state once; refund unless it completed.
+
+    Returns False when another process already finished it (nothing is changed then).
+    """
+    now = utcnow()
+    changes = {Composition.status: status, Composition.finished_at: now}
+    if status == Composition.COMPLETED:
+        changes[Composition.outputs] = json.dumps(outputs or [])
+        changes[Composition.progress] = 100
+    else:
+        changes[Composition.error] = json.dumps({"code": code, "message": message})
+    with write_transaction():
+        updated = (Composition.update(changes)
+                   .where((Composition.uid == uid) & Composition.status.in_(from_states))
+                   .execute())
+        if not updated:
+            return False
+        comp = Composition.get_by_id(uid)
+        if status != Composition.COMPLETED and comp.receipt:
+            refund, _ = ledger.refund(comp.receipt, reason=f"{comp.action} {status}: {code}")
+            Composition.update(refund_receipt=refund.receipt).where(
+                Composition.uid == uid).execute()
+    return True
+
+
+def cancel(account_id, uid, redis, prefix) -> Composition:
+    """Cancel: a queued composition ends now (refunded); a running one is asked to stop
+    at its next checkpoint and is refunded if it stops before completing."""
+    comp = get(account_id, uid)
+    if comp.status in Composition.FINAL:
+        raise Conflict(f"The composition already ended ({comp.status})")
+    if finish(uid, Composition.CANCELLED, code="CANCELLED", message="Cancelled by the caller",
+              from_states=(Q,)):
+        with contextlib.suppress(Exception):  # tidy only: the job would skip itself anyway
+            Job.fetch(uid, connection=redis).cancel()
+    else:
+        Composition.update(cancel_requested=1).where(
+            (Composition.uid == uid) & (Composition.status == R)).execute()
+    comp = Composition.get_by_id(uid)
+    events.publish(redis, prefix, uid, comp.status, comp.progress)
+    return comp
+
+
+class JobContext:
+    """What an asynchronous action's ``perform`` may use while it runs on a worker."""
+
+    def __init__(self, comp, rt):
+        self.uid = comp.uid
+        self.account_id = comp.account_id
+        self.deadline = comp.deadline_at
+        self.config = rt.config
+        self.policy = rt.policy
+        self._rt = rt
+        self._storage = rt.storage
+
+    def save(self, name, data: bytes) -> str:
+        return self._storage.save(self.uid, name, data)
+
+    def progress(self, percent: int) -> None:
+        """Report progress; also the checkpoint where cancellation and ttl take effect."""
+        percent = max(0, min(99, int(percent)))
+        row = (Composition.select(Composition.cancel_requested)
+               .where(Composition.uid == self.uid).first())
+        if row is not None and row.cancel_requested:
+            raise JobCancelled()
+        if utcnow() > self.deadline:
+            raise JobExpired()
+        Composition.update(progress=percent).where(
+            (Composition.uid == self.uid) & (Composition.status == R)).execute()
+        events.publish(self._rt.redis, self.config.redis_prefix, self.uid, R, percent)
+
+
+def _heartbeat(uid, interval, stop: threading.Event):
+    while not stop.wait(interval):
+        try:
+            with connection():
+                Composition.update(heartbeat_at=utcnow()).where(
+                    (Composition.uid == uid) & (Composition.status == R)).execute()
+        except Exception:
+            log.exception("heartbeat failed for %s", uid)
+
+
+def run_composition(uid: str) -> str:
+    """The RQ task. Safe to run twice: only the run that moves it from queued starts it."""
+    rt = current()
+    with connection():
+        now = utcnow()
+        started = (Composition.update(status=R, started_at=now, heartbeat_at=now,
+                                      worker=f"{socket.gethostname()}:{os.getpid()}")
+                   .where((Composition.uid == uid) & (Composition.status == Q)).execute())
+        if not started:
+            return "skipped"
+        comp = Composition.get_by_id(uid)
+        if now > comp.deadline_at:
+            finish(uid, Composition.FAILED, code="EXPIRED",
+                   message="The composition waited in the queue past its ttl")
+            _after(uid, rt)
+            return "expired"
+        events.publish(rt.redis, rt.config.redis_prefix, uid, R, 0)
+        stop = threading.Event()
+        beat = threading.Thread(target=_heartbeat, args=(uid, rt.heartbeat_s, stop), daemon=True)
+        beat.start()
+        try:
+            action = rt.registry.get(comp.action)
+            result = action.perform(JobContext(comp, rt), json.loads(comp.input))
+            with database.atomic():
+                if finish(uid, Composition.COMPLETED, outputs=result.get("outputs", [])):
+                    _create_posts(comp, result.get("posts", []))
+            outcome = "completed"
+        except JobCancelled:
+            finish(uid, Composition.CANCELLED, code="CANCELLED", message="Cancelled while running")
+            outcome = "cancelled"
+        except JobExpired:
+            finish(uid, Composition.FAILED, code="TIMEOUT", message="Ran past its ttl")
+            outcome = "timeout"
+        except Exception as exc:  # the action failed: the caller gets a clear error and a refund
+            code = getattr(exc, "code", None) or "ACTION_FAILED"
+            message = getattr(exc, "message", None) or "The action failed"
+            if code == "ACTION_FAILED":
+                log.exception("composition %s failed", uid)
+            if type(exc).__name__ == "JobTimeoutException":
+                code, message = "TIMEOUT", "Ran past its ttl"
+            finish(uid, Composition.FAILED, code=code, message=message)
+            outcome = "failed"
+        finally:
+            stop.set()
+        _after(uid, rt)
+        return outcome
+
+
+def _create_posts(comp, posts):
+    now = utcnow()
+    for post in posts:
+        Post.create(
+            urn=new_id("post", 10), account=comp.account_id, composition=comp.uid,
+            card_poster=post["cardPoster"], deliverable=json.dumps(post["deliverable"]),
+            platform=post.get("platform", "web"), post_format=post.get("postFormat", "image"),
+            content_type=post.get("contentType", "image"),
+            custom_tags=json.dumps(post.get("customTags", [])),
+            content_label=post.get("contentLabel", ""), search_text=post.get("searchText", ""),
+            created_at=now, updated_at=now)
+
+
+def _after(uid, rt):
+    """Tell listeners, then hand notifications (webhooks, callback) to their own jobs."""
+    comp = Composition.get_by_id(uid)
+    events.publish(rt.redis, rt.config.redis_prefix, uid, comp.status, comp.progress)
+    try:
+        webhooks.composition_ended(comp, rt)
+    except Exception:  # a notification problem must not undo the composition's outcome
+        log.exception("could not queue notifications for %s", uid)
+
+
+def reap(now=None) -> int:
+    """Finish compositions whose worker died (no heartbeat) or that outlived their ttl."""
+    rt = current()
+    now = now or utcnow()
+    lost_before = now - dt.timedelta(seconds=rt.heartbeat_s * 3)
+    count = 0
+    with connection():
+        lost = Composition.select(Composition.uid).where(
+            (Composition.status == R) & (Composition.heartbeat_at < lost_before))
+        for comp in lost:
+            if finish(comp.uid, Composition.FAILED, code="WORKER_LOST",
+                      message="The worker running this composition stopped", from_states=(R,)):
+                count += 1
+                _after(comp.uid, rt)
+        expired = Composition.select(Composition.uid).where(
+            (Composition.status == Q) & (Composition.deadline_at < now))
+        for comp in expired:
+            if finish(comp.uid, Composition.FAILED, code="EXPIRED",
+                      message="The composition waited in the queue past its ttl",
+                      from_states=(Q,)):
+                count += 1
+                _after(comp.uid, rt)
+    return count

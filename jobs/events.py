@@ -1,0 +1,42 @@
+"""Progress events on Redis pub/sub: workers publish, waiting POSTs and SSE streams listen.
+
+Events may be lost (Redis holds only what may be lost); listeners always re-read the
+composition row, so an event is a wake-up call, never the source of truth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+
+def channel(prefix: str, uid: str) -> str:
+    return f"{prefix}:comp:{uid}"
+
+
+def publish(redis, prefix: str, uid: str, status: str, progress: int) -> None:
+    with contextlib.suppress(Exception):  # progress is best effort; the row has the truth
+        redis.publish(channel(prefix, uid), json.dumps({"status": status, "progress": progress}))
+
+
+class Listener:
+    """Subscribe before reading state, so no change between the read and the wait is missed."""
+
+    def __init__(self, redis, prefix: str, uid: str):
+        self.pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(channel(prefix, uid))
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds for an event; True when one arrived."""
+        message = self.pubsub.get_message(timeout=max(0.0, timeout))
+        return message is not None
+
+    def close(self):
+        with contextlib.suppress(Exception):
+            self.pubsub.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,128 @@
+"""Job records of asynchronous actions (compositions), the posts they produce, and
+webhook subscriptions and deliveries."""
+
+from __future__ import annotations
+
+from peewee import (
+    BigAutoField,
+    BigIntegerField,
+    CharField,
+    DateTimeField,
+    ForeignKeyField,
+    IntegerField,
+    SmallIntegerField,
+    TextField,
+)
+
+from metering.db import utcnow
+from metering.models import Account, BaseModel
+
+
+class Composition(BaseModel):
+    """One asynchronous action call: what was asked, what it cost, and how it ended.
+
+    ``receipt`` is the debit that paid for it and ``refund_receipt`` the refund row when
+    it failed, expired or was cancelled; a status only moves forward with a conditional
+    UPDATE, so two processes can never both finish (and refund) the same composition.
+    """
+
+    QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = (
+        "queued", "running", "completed", "failed", "cancelled")
+    FINAL = (COMPLETED, FAILED, CANCELLED)
+
+    uid = CharField(primary_key=True, max_length=40)
+    account = ForeignKeyField(Account, on_delete="CASCADE")
+    action = CharField(max_length=64)
+    input = TextField()  # JSON
+    status = CharField(max_length=16, default=QUEUED, index=True)
+    progress = SmallIntegerField(default=0)
+    outputs = TextField(default="[]")  # JSON list of {type, url, format, width, height}
+    error = TextField(null=True)  # JSON {code, message}
+    receipt = CharField(max_length=40, null=True)
+    credits = BigIntegerField(default=0)
+    refund_receipt = CharField(max_length=40, null=True)
+    callback_url = TextField(null=True)
+    queue = CharField(max_length=32, default="cpu")
+    ttl_s = IntegerField()
+    cancel_requested = SmallIntegerField(default=0)
+    worker = CharField(max_length=128, null=True)  # host:pid of the worker running it
+    heartbeat_at = DateTimeField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    started_at = DateTimeField(null=True)
+    finished_at = DateTimeField(null=True)
+    deadline_at = DateTimeField()
+
+    class Meta:
+        indexes = ((("account", "created_at"), False),)
+
+
+class Post(BaseModel):
+    """A deliverable of a completed composition, as ``/list-posts`` shows it (seed 004)."""
+
+    id = BigAutoField()
+    urn = CharField(max_length=48, unique=True)
+    account = ForeignKeyField(Account, on_delete="CASCADE")
+    composition = ForeignKeyField(Composition, on_delete="CASCADE")
+    card_poster = TextField()
+    deliverable = TextField()  # JSON
+    platform = CharField(max_length=32)
+    post_format = CharField(max_length=32)
+    content_type = CharField(max_length=32)
+    custom_tags = TextField(default="[]")  # JSON list
+    content_label = CharField(max_length=64, default="")
+    search_text = TextField(default="")
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("account", "id"), False),)
+
+
+class Hook(BaseModel):
+    """A REST-hook subscription: POST ``event`` deliveries to ``target_url``."""
+
+    id = CharField(primary_key=True, max_length=40)
+    account = ForeignKeyField(Account, on_delete="CASCADE")
+    event = CharField(max_length=40)
+    target_url = TextField()
+    created_at = DateTimeField(default=utcnow)
+
+
+class WebhookSecret(BaseModel):
+    """The account's signing secret (Standard Webhooks ``whsec_...``); rotatable.
+
+    Kept in the clear because signing needs it; it authenticates us to the receiver and
+    grants nothing on the gateway.
+    """
+
+    account = ForeignKeyField(Account, primary_key=True, on_delete="CASCADE")
+    secret = CharField(max_length=80)
+    created_at = DateTimeField(default=utcnow)
+
+
+class Delivery(BaseModel):
+    """One webhook or callback message; ``msg_id`` is the ``webhook-id`` across retries."""
+
+    id = BigAutoField()
+    msg_id = CharField(max_length=40, unique=True)
+    account = ForeignKeyField(Account, on_delete="CASCADE")
+    hook = CharField(max_length=40, null=True)  # null: a callback_url delivery
+    event = CharField(max_length=40)
+    target_url = TextField()
+    payload = TextField()
+    attempts = IntegerField(default=0)
+    status = CharField(max_length=16, default="pending")  # pending|delivered|failed|gone
+    last_status = IntegerField(null=True)
+    next_attempt_at = DateTimeField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    delivered_at = DateTimeField(null=True)
+
+
+class LowCreditState(BaseModel):
+    """Whether ``credits.low`` already fired for the current dip below the threshold."""
+
+    account = ForeignKeyField(Account, primary_key=True, on_delete="CASCADE")
+    below = SmallIntegerField(default=0)
+
+
+ALL_MODELS = [Composition, Post, Hook, WebhookSecret, Delivery, LowCreditState]

@@ -1,0 +1,117 @@
+"""Queries over posts for ``/list-posts``: the seed's filters, page numbers and cursors."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import datetime as dt
+import math
+
+from peewee import fn
+
+from jobs.models import Post
+from metering.errors import InvalidRequest
+
+
+def _date(name, raw):
+    if raw is None or raw == "":
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(f"{name} must be an ISO 8601 date",
+                             details=[{"field": name, "problem": "ISO 8601 date or time"}]
+                             ) from None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+def _tags(raw):
+    if raw is None:
+        return []
+    values = raw if isinstance(raw, list) else [raw]
+    return [t.strip() for v in values for t in v.split(",") if t.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class Filters:
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    content_type: str | None = None
+    post_format: str | None = None
+    search: str | None = None
+    tags: tuple = ()
+    label: str | None = None
+
+    @classmethod
+    def from_params(cls, params):
+        def one(name):
+            value = params.get(name)
+            if isinstance(value, list):
+                raise InvalidRequest(f"{name} may be given once",
+                                     details=[{"field": name, "problem": "given twice"}])
+            return value or None
+
+        return cls(_date("startDate", one("startDate")), _date("endDate", one("endDate")),
+                   one("contentType"), one("postFormat"), one("searchText"),
+                   tuple(_tags(params.get("customTags"))), one("contentLabel"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    items: list
+    total: int
+    total_pages: int
+    current_page: int
+    next_cursor: str | None
+
+
+def _query(account_id, f: Filters):
+    q = Post.select().where(Post.account == account_id)
+    if f.start:
+        q = q.where(Post.created_at >= f.start)
+    if f.end:
+        q = q.where(Post.created_at <= f.end)
+    if f.content_type:
+        q = q.where(Post.content_type == f.content_type)
+    if f.post_format:
+        q = q.where(Post.post_format == f.post_format)
+    if f.label:
+        q = q.where(Post.content_label == f.label)
+    if f.search:
+        q = q.where(fn.LOWER(Post.search_text).contains(f.search.lower()))
+    for tag in f.tags:  # tags are stored as a JSON list of strings
+        q = q.where(Post.custom_tags.contains('"' + tag.replace('"', "") + '"'))
+    return q
+
+
+def _cursor(post_id):
+    return base64.urlsafe_b64encode(f"p:{post_id}".encode()).decode().rstrip("=")
+
+
+def _uncursor(raw):
+    try:
+        tag, _, value = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode() \
+            .partition(":")
+        if tag != "p":
+            raise ValueError
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidRequest("cursor is not valid",
+                             details=[{"field": "cursor", "problem": "not from this list"}]
+                             ) from None
+
+
+def list_posts(account_id, filters: Filters, *, limit, page_no=1, cursor=None) -> Page:
+    base = _query(account_id, filters)
+    total = base.count()
+    q = base.order_by(Post.id.desc())
+    # A cursor (n8n, Make) continues after the last item seen; a page number (the seed) skips.
+    q = q.where(Post.id < _uncursor(cursor)) if cursor else q.offset((page_no - 1) * limit)
+    rows = list(q.limit(limit + 1))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, total, max(1, math.ceil(total / limit)), page_no,
+                _cursor(rows[-1].id) if more and rows else None)

@@ -1,0 +1,236 @@
+"""Webhooks and callbacks: REST-hook subscriptions, signed deliveries, retries.
+
+Deliveries follow the Standard Webhooks scheme: headers ``webhook-id`` (the same on every
+retry of a message), ``webhook-timestamp`` and ``webhook-signature: v1,<base64 HMAC-SHA256
+of "id.timestamp.body">`` keyed by the account's ``whsec_`` secret. Each delivery is its own
+RQ job; failures are retried on a schedule of about a day with jitter; ``410 Gone``
+unsubscribes the hook. Targets obey the same outbound rules as every other fetch.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import random
+import secrets
+import time
+
+from rq import Queue
+
+from jobs.models import Delivery, Hook, LowCreditState, WebhookSecret
+from metering.db import connection, new_id, utcnow
+from metering.errors import InvalidRequest, NotFound
+from metering.models import Account
+
+log = logging.getLogger(__name__)
+
+EVENTS = ("composition.completed", "composition.failed", "post.created", "credits.low")
+# Seconds before each retry (Standard Webhooks' suggested schedule, about 27 hours in all).
+RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
+MAX_HOOKS_PER_ACCOUNT = 50
+
+
+def _new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def secret_for(account_id) -> str:
+    row = WebhookSecret.get_or_none(WebhookSecret.account == account_id)
+    if row is None:
+        WebhookSecret.insert(account=account_id, secret=_new_secret()).on_conflict_ignore() \
+            .execute()
+        row = WebhookSecret.get(WebhookSecret.account == account_id)
+    return row.secret
+
+
+def rotate_secret(account_id) -> str:
+    secret = _new_secret()
+    (WebhookSecret.insert(account=account_id, secret=secret, created_at=utcnow())
+     .on_conflict(conflict_target=[WebhookSecret.account],
+                  update={WebhookSecret.secret: secret, WebhookSecret.created_at: utcnow()})
+     .execute())
+    return secret
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def create_hook(account_id, target_url, event, policy) -> Hook:
+    problems = []
+    if event not in EVENTS:
+        problems.append({"field": "event", "problem": "one of " + ", ".join(EVENTS)})
+    if not isinstance(target_url, str) or not target_url:
+        problems.append({"field": "target_url", "problem": "is required"})
+    if problems:
+        raise InvalidRequest("; ".join(f"{p['field']}: {p['problem']}" for p in problems),
+                             details=problems)
+    policy.check_url(target_url, field="target_url")
+    if Hook.select().where(Hook.account == account_id).count() >= MAX_HOOKS_PER_ACCOUNT:
+        raise InvalidRequest(f"At most {MAX_HOOKS_PER_ACCOUNT} hooks per account")
+    return Hook.create(id=new_id("hook", 8), account=account_id, event=event,
+                       target_url=target_url)
+
+
+def list_hooks(account_id):
+    return list(Hook.select().where(Hook.account == account_id).order_by(Hook.created_at.desc()))
+
+
+def delete_hook(account_id, hook_id):
+    if not Hook.delete().where((Hook.id == hook_id) & (Hook.account == account_id)).execute():
+        raise NotFound("No such hook")
+
+
+def queue(redis, config) -> Queue:
+    return Queue(f"{config.redis_prefix}:webhooks", connection=redis)
+
+
+def emit(account_id, event, payload, redis, config, *, target_url=None) -> list[str]:
+    """Record one delivery per subscribed hook (or to ``target_url``) and enqueue them."""
+    targets = ([(None, target_url)] if target_url else
+               [(h.id, h.target_url) for h in Hook.select().where(
+                   (Hook.account == account_id) & (Hook.event == event))])
+    ids = []
+    for hook_id, url in targets:
+        msg_id = new_id("msg", 12)
+        body = {"type": event, "timestamp": _iso_now(), "data": payload}
+        Delivery.create(msg_id=msg_id, account=account_id, hook=hook_id, event=event,
+                        target_url=url, payload=json.dumps(body, separators=(",", ":")))
+        queue(redis, config).enqueue_call("jobs.webhooks.deliver", args=(msg_id,),
+                                          job_id=f"{msg_id}-0", result_ttl=600)
+        ids.append(msg_id)
+    return ids
+
+
+def _iso_now():
+    from gateway.envelope import iso
+
+    return iso(utcnow())
+
+
+def deliver(msg_id: str) -> str:
+    """The RQ task: one attempt; schedules the next one on failure."""
+    from actions.outbound import OutboundRefused, post_json
+    from jobs.runtime import current
+
+    rt = current()
+    with connection():
+        row = Delivery.get_or_none(Delivery.msg_id == msg_id)
+        if row is None or row.status != "pending":
+            return "skipped"
+        if row.hook and not Hook.select().where(Hook.id == row.hook).exists():
+            Delivery.update(status="gone").where(Delivery.id == row.id).execute()
+            return "unsubscribed"
+        body = row.payload.encode()
+        timestamp = int(time.time())
+        headers = {"content-type": "application/json", "webhook-id": msg_id,
+                   "webhook-timestamp": str(timestamp),
+                   "webhook-signature": sign(secret_for(row.account_id), msg_id, timestamp, body),
+                   "user-agent": "metered-gateway-webhooks/1"}
+        try:
+            status = post_json(row.target_url, body, headers, policy=rt.policy, timeout=(3.05, 15))
+        except OutboundRefused as exc:
+            status, error = None, exc.message
+        else:
+            error = None
+        attempts = row.attempts + 1
+        if status is not None and 200 <= status < 300:
+            Delivery.update(status="delivered", attempts=attempts, last_status=status,
+                            delivered_at=utcnow()).where(Delivery.id == row.id).execute()
+            return "delivered"
+        if status == 410:
+            Delivery.update(status="gone", attempts=attempts, last_status=status).where(
+                Delivery.id == row.id).execute()
+            if row.hook:
+                Hook.delete().where(Hook.id == row.hook).execute()
+            return "unsubscribed"
+        schedule = rt.config.webhook_retry_schedule or RETRY_SCHEDULE
+        if attempts > len(schedule):
+            Delivery.update(status="failed", attempts=attempts, last_status=status).where(
+                Delivery.id == row.id).execute()
+            log.warning("webhook %s to hook %s failed for good: %s", msg_id, row.hook,
+                        error or status)
+            return "failed"
+        delay = schedule[attempts - 1] * random.uniform(0.9, 1.1)  # jitter spreads retries
+        Delivery.update(attempts=attempts, last_status=status,
+                        next_attempt_at=utcnow() + dt.timedelta(seconds=delay)).where(
+            Delivery.id == row.id).execute()
+    queue(rt.redis, rt.config).enqueue_in(dt.timedelta(seconds=delay), "jobs.webhooks.deliver",
+                                          msg_id, job_id=f"{msg_id}-{attempts}",
+                                          result_ttl=600)
+    return "retrying"
+
+
+def composition_ended(comp, rt) -> None:
+    """Notify hooks (and the callback URL) that a composition ended."""
+    from jobs.models import Composition, Post
+
+    payload = composition_payload(comp, rt.config)
+    if comp.status == Composition.COMPLETED:
+        emit(comp.account_id, "composition.completed", payload, rt.redis, rt.config)
+        for post in Post.select().where(Post.composition == comp.uid):
+            emit(comp.account_id, "post.created", post_payload(post), rt.redis, rt.config)
+    elif comp.status == Composition.FAILED:
+        emit(comp.account_id, "composition.failed", payload, rt.redis, rt.config)
+    if comp.callback_url:
+        emit(comp.account_id, f"composition.{comp.status}", payload, rt.redis, rt.config,
+             target_url=comp.callback_url)
+
+
+def composition_payload(comp, config) -> dict:
+    from gateway.envelope import iso
+
+    base = config.public_base_url or f"http://{config.bind}"
+    return {"composition": {
+        "uid": comp.uid, "action": comp.action, "status": comp.status,
+        "progress": comp.progress, "outputs": json.loads(comp.outputs),
+        "error": json.loads(comp.error) if comp.error else None,
+        "txnReceipt": comp.receipt, "refundReceipt": comp.refund_receipt,
+        "createdAt": iso(comp.created_at), "finishedAt": iso(comp.finished_at),
+        "links": {"status": f"{base}/zapier/v1/compositions/{comp.uid}"}}}
+
+
+def post_payload(post) -> dict:
+    from gateway.envelope import iso
+
+    return {"post": {"urn": post.urn, "id": post.urn, "cardPoster": post.card_poster,
+                     "deliverable": json.loads(post.deliverable), "platform": post.platform,
+                     "postFormat": post.post_format, "contentType": post.content_type,
+                     "customTags": json.loads(post.custom_tags),
+                     "contentLabel": post.content_label, "createdAt": iso(post.created_at),
+                     "updatedAt": iso(post.updated_at)}}
+
+
+def set_low_credit_threshold(account_id, threshold) -> None:
+    if threshold is not None and (not isinstance(threshold, int) or isinstance(threshold, bool)
+                                  or threshold < 0):
+        raise InvalidRequest("threshold must be a non-negative integer or null",
+                             details=[{"field": "threshold", "problem": "non-negative integer"}])
+    Account.update(low_credit_threshold=threshold).where(Account.id == account_id).execute()
+    LowCreditState.delete().where(LowCreditState.account == account_id).execute()
+
+
+def check_low_credit(account_id, balance, redis, config) -> bool:
+    """Fire ``credits.low`` once when a debit takes the balance below the threshold;
+    re-arm when a later debit finds the balance back at or above it."""
+    account = Account.select(Account.low_credit_threshold).where(Account.id == account_id).first()
+    threshold = account.low_credit_threshold if account else None
+    if threshold is None:
+        return False
+    if balance >= threshold:
+        LowCreditState.update(below=0).where(
+            (LowCreditState.account == account_id) & (LowCreditState.below == 1)).execute()
+        return False
+    LowCreditState.insert(account=account_id, below=0).on_conflict_ignore().execute()
+    crossed = LowCreditState.update(below=1).where(
+        (LowCreditState.account == account_id) & (LowCreditState.below == 0)).execute()
+    if crossed:
+        emit(account_id, "credits.low", {"balance": balance, "threshold": threshold},
+             redis, config)
+    return bool(crossed)
