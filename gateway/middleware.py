@@ -33,6 +33,7 @@ class RequestContext:
 
     def process_request(self, req, resp):
         req.context.started = time.perf_counter()
+        req.context.max_body = self.max_body
         given = req.get_header("X-Request-ID")
         req.context.request_id = given if given and SANE_REQUEST_ID.match(given) \
             else "req_" + secrets.token_hex(12)

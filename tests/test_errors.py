@@ -149,6 +149,33 @@ def test_field_problems_are_listed_in_details(client, make_account, body, expect
     assert ledger_sum(account_id) == (5, 5)  # a refused call is never charged
 
 
+@pytest.mark.parametrize("path,body,field", [
+    ("/api/key/generate", '{"description": "a\\u0000b"}', "description"),
+    ("/zapier/v1/echo", '{"message": "a\\u0000b"}', "message"),
+    ("/zapier/v1/echo", '{"message": "ok", "nested": {"list": ["x", "\\u0000"]}}',
+     "nested.list.1"),
+])
+def test_nul_characters_are_invalid_request_not_internal_error(client, make_account, path,
+                                                               body, field):
+    """PostgreSQL text cannot hold NUL; the gateway refuses it instead of failing with 500."""
+    account_id, key = make_account(credits=5)
+    resp = client.simulate_post(path, body=body, headers={
+        **bearer(key), "Content-Type": "application/json"})
+    error = assert_error(resp, 400, "INVALID_REQUEST")
+    assert error["details"] == [{"field": field, "problem": "must not contain NUL"}]
+    assert ledger_sum(account_id) == (5, 5)
+
+
+@pytest.mark.parametrize("depth", [990, 5000, 100_000])
+def test_deeply_nested_json_is_invalid_request(client, make_account, depth):
+    account_id, key = make_account(credits=5)
+    body = '{"message": ' + "[" * depth + "]" * depth + "}"
+    resp = client.simulate_post(ECHO, body=body, headers={
+        **bearer(key), "Content-Type": "application/json"})
+    assert_error(resp, 400, "INVALID_REQUEST")
+    assert ledger_sum(account_id) == (5, 5)
+
+
 def test_bad_query_parameter_is_invalid_request(client, make_account):
     _, key = make_account()
     for query in ("limit=abc", "limit=0", "limit=101", "type=bogus", "cursor=zzz"):
@@ -312,3 +339,35 @@ def test_admin_route_errors_use_the_envelope(client):
                  404, "NOT_FOUND")
     assert_error(client.simulate_post("/admin/accounts", headers=ADMIN, body="[1]"),
                  400, "INVALID_REQUEST")
+
+
+def test_chunked_body_is_read_not_dropped(server, admin_headers):
+    """A chunked JSON body (no Content-Length) is parsed, within the size limit."""
+    import http.client
+    import json as _json
+    from urllib.parse import urlparse
+
+    import requests
+
+    made = requests.post(server + "/admin/accounts", headers=admin_headers,
+                         json={"username": "chunky" + str(id(server) % 100000), "credits": 3})
+    key = made.json()["data"]["api_key"]
+
+    def gen():
+        yield b'{"message": '
+        yield b'"in chunks"}'
+
+    resp = requests.post(server + "/zapier/v1/echo", data=gen(),
+                         headers={"Authorization": f"Bearer {key}",
+                                  "Content-Type": "application/json"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["data"]["message"] == "in chunks"
+    url = urlparse(server)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    big = b'{"message": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    conn.request("POST", "/zapier/v1/echo", body=iter([big]), encode_chunked=True,
+                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json",
+                          "Transfer-Encoding": "chunked"})
+    answer = conn.getresponse()
+    assert answer.status == 413
+    assert _json.loads(answer.read())["error"]["code"] == "PAYLOAD_TOO_LARGE"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import urlencode
 
 from gateway.envelope import iso
-from metering.errors import InvalidRequest, UnsupportedMediaType
+from metering.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 MAX_LIMIT = 100
 
@@ -15,10 +16,60 @@ def json_body(req) -> dict:
     if req.content_length and (req.content_type or "").split(";")[0].strip().lower() not in (
             "", "application/json"):
         raise UnsupportedMediaType("Send the body as JSON with Content-Type: application/json")
-    body = req.get_media(default_when_empty={})
+    try:
+        body = _chunked_json(req) if _is_chunked(req) else req.get_media(default_when_empty={})
+    except RecursionError:  # the JSON parser gives up on very deep nesting
+        raise InvalidRequest("The JSON body is nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object")
+    field = _nul_field(body)
+    if field is not None:  # PostgreSQL text cannot hold NUL: refuse it here, not with a 500
+        raise InvalidRequest("Strings must not contain NUL characters",
+                             details=[{"field": field, "problem": "must not contain NUL"}])
     return body
+
+
+def _is_chunked(req) -> bool:
+    return req.content_length is None and \
+        "chunked" in (req.get_header("Transfer-Encoding") or "").lower()
+
+
+def _chunked_json(req):
+    """A chunked body (no Content-Length): read it, up to the size limit, and parse it.
+
+    Falcon reads only up to Content-Length, so without this a chunked body would look
+    empty and an action could run on input the caller never meant."""
+    limit = req.context.max_body
+    raw = req.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"The request body is over {limit} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("Malformed JSON body") from None
+
+
+def _nul_field(body):
+    """The dotted path of the first string (or key) holding a NUL character, else None.
+
+    Iterative, so a deeply nested body cannot exhaust the stack."""
+    stack = [("", body)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return path or "body"
+            continue
+        items = value.items() if isinstance(value, dict) else \
+            enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            here = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                return here
+            stack.append((here, item))
+    return None
 
 
 def int_param(req, name, default, minimum=1, maximum=None) -> int:
