@@ -184,15 +184,9 @@ class Registry:
 
 def default_registry() -> Registry:
     """Every action the product ships, one module each."""
-    from actions import echo, estimate_cost
+    from actions import echo, estimate_cost, product_listing
 
-    modules = [echo, estimate_cost]
-    try:  # TEMPORARY until actions.outbound lands
-        from actions import product_listing
-        modules.append(product_listing)
-    except ImportError:
-        pass
     registry = Registry()
-    for module in modules:
+    for module in (echo, estimate_cost, product_listing):
         registry.register(module.ACTION)
     return registry

@@ -11,6 +11,7 @@ import logging
 
 import falcon
 
+from actions.outbound import OutboundPolicy
 from actions.registry import Registry, default_registry
 from actions.runner import ActionService
 from gateway import errors, middleware, openapi
@@ -35,14 +36,6 @@ class Deps:
     openapi: object = None
 
 
-def _policy(config):
-    try:  # TEMPORARY until actions.outbound lands
-        from actions.outbound import OutboundPolicy
-    except ImportError:
-        return None
-    return OutboundPolicy.from_config(config)
-
-
 def build_deps(config, *, registry=None, clock=utcnow) -> Deps:
     from gateway import metrics
 
@@ -58,7 +51,7 @@ def build_deps(config, *, registry=None, clock=utcnow) -> Deps:
                             on_fail_open=metrics.RATE_LIMIT_FAIL_OPEN.inc),
         authenticators=Authenticators([ApiKeyAuthenticator(config)]),
         actions=ActionService(registry, config, clock=clock, redis=redis,
-                              policy=_policy(config)),
+                              policy=OutboundPolicy.from_config(config)),
         registry=registry,
         storage=Storage(config),
     )

@@ -24,15 +24,8 @@ class Runtime:
     heartbeat_s: float
 
 
-def _policy(config):
-    try:  # TEMPORARY until actions.outbound lands
-        from actions.outbound import OutboundPolicy
-    except ImportError:
-        return None
-    return OutboundPolicy.from_config(config)
-
-
 def install(config, *, registry=None, redis=None) -> Runtime:
+    from actions.outbound import OutboundPolicy
     from actions.registry import default_registry
     from jobs.connection import redis_client, resolve_redis_url
     from jobs.storage import Storage
@@ -46,7 +39,7 @@ def install(config, *, registry=None, redis=None) -> Runtime:
             redis=redis or redis_client(resolve_redis_url(config), timeout=None),
             registry=registry or default_registry(),
             storage=Storage(config),
-            policy=_policy(config),
+            policy=OutboundPolicy.from_config(config),
             heartbeat_s=config.job_heartbeat_s,
         )
         return _current

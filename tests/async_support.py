@@ -1,0 +1,145 @@
+"""Helpers for the asynchronous-action tests: a loopback image host, a loopback webhook
+receiver, and real RQ workers (in-process burst, or a `gateway worker` subprocess)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from PIL import Image
+
+from conftest import ROOT
+
+
+def png_bytes(size=(640, 480), color=(200, 30, 30), border=60):
+    """A product photo: a coloured block on a flat light border (to be trimmed)."""
+    img = Image.new("RGB", size, (245, 245, 245))
+    img.paste(Image.new("RGB", (size[0] - 2 * border, size[1] - 2 * border), color),
+              (border, border))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+class _Server:
+    def __init__(self, handler_cls):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler_cls)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def image_host():
+    """Serves /product.png, /missing (404), /text (not an image), /slow (drips for ~4 s)."""
+    body = png_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.path == "/product.png":
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            elif self.path == "/text":
+                data = b"<html>not an image</html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            elif self.path == "/slow":
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                step = len(body) // 10 + 1
+                try:  # about 4 seconds: long enough to be caught running
+                    for i in range(0, len(body), step):
+                        self.wfile.write(body[i:i + step])
+                        self.wfile.flush()
+                        time.sleep(0.4)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+            else:
+                self.send_error(404)
+
+    return _Server(Handler)
+
+
+class Receiver(_Server):
+    """A webhook target recording each request; answers from a script of status codes."""
+
+    def __init__(self, statuses=None):
+        self.requests = []
+        self.statuses = list(statuses or [])
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length)
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                receiver.requests.append({"path": self.path, "headers": dict(self.headers),
+                                          "body": body, "status": status})
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        super().__init__(Handler)
+
+    def wait_for(self, count, timeout=15):
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.requests
+
+    def bodies(self):
+        return [json.loads(r["body"]) for r in self.requests]
+
+
+def worker_env(config, **extra):
+    env = dict(os.environ)
+    env.update({
+        "DATABASE_URL": config.database_url, "REDIS_URL": config.redis_url,
+        "REDIS_PREFIX": config.redis_prefix, "DATA_DIR": str(config.data_dir),
+        "PUBLIC_BASE_URL": config.public_base_url, "OUTBOUND_ALLOW_HOSTS": "127.0.0.1",
+        "JOB_HEARTBEAT_SECONDS": "0.5", "WEBHOOK_RETRY_SCHEDULE": "0.3,0.3,0.3",
+        "PYTHONPATH": str(ROOT), "LOG_LEVEL": "WARNING",
+    })
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def start_worker(config, queues="cpu,webhooks", **extra):
+    return subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker", "--queues", queues],
+                            cwd=ROOT, env=worker_env(config, **extra))
+
+
+def burst(config, queues=("cpu",)):
+    """Run a real RQ SimpleWorker in this process until the queues are empty."""
+    from rq import SimpleWorker
+
+    from jobs import runtime
+
+    rt = runtime.install(config)
+    worker = SimpleWorker([f"{config.redis_prefix}:{q}" for q in queues], connection=rt.redis)
+    worker.work(burst=True)
+    return rt

@@ -1,0 +1,301 @@
+"""Asynchronous actions end to end: generate-product-listing on real RQ workers, the job
+lifecycle (wait, 202, polling, SSE, cancel), and money following the outcome."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import time
+
+import pytest
+from falcon.testing import TestClient
+from PIL import Image
+
+from async_support import burst, image_host, start_worker
+from conftest import bearer, ledger_sum, make_app
+from metering import db as dbmod
+
+PRICE = 25
+
+
+@pytest.fixture(scope="module")
+def images():
+    host = image_host()
+    yield host
+    host.close()
+
+
+@pytest.fixture(scope="module")
+def lconfig(config):
+    """Loopback image hosts are allowed by configuration, in tests only."""
+    return config.replace(outbound_allow_hosts="127.0.0.1", job_heartbeat_s=0.5,
+                          webhook_retry_schedule=(0.3, 0.3, 0.3))
+
+
+@pytest.fixture(scope="module")
+def lapp(lconfig, schema):
+    return make_app(lconfig)
+
+
+@pytest.fixture
+def lclient(lapp):
+    return TestClient(lapp)
+
+
+@pytest.fixture
+def worker(lconfig, schema):
+    proc = start_worker(lconfig)
+    yield proc
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def listing(client, key, url, wait=0, **extra):
+    body = {"product_name": "Wireless Gaming Mouse", "product_image_url": url,
+            "product_description": "High DPI gaming mouse", "vendor": "TechCo", **extra}
+    return client.simulate_post("/zapier/v1/generate-product-listing", json=body,
+                                params={"wait": str(wait)}, headers=bearer(key))
+
+
+def poll(client, key, uid, until=("completed", "failed", "cancelled"), timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        comp = client.simulate_get(f"/zapier/v1/compositions/{uid}",
+                                   headers=bearer(key)).json["data"]["composition"]
+        if comp["status"] in until:
+            return comp
+        time.sleep(0.1)
+    raise AssertionError(f"composition {uid} stayed {comp['status']}")
+
+
+def refunds_of(account_id, receipt):
+    from metering.models import LedgerEntry
+
+    with dbmod.connection():
+        return list(LedgerEntry.select().where(
+            (LedgerEntry.account == account_id) & (LedgerEntry.refund_of == receipt)))
+
+
+def test_listing_completes_within_the_wait(lclient, make_account, images, worker):
+    account_id, key = make_account(credits=100)
+    resp = listing(lclient, key, images.url + "/product.png", wait=30)
+    assert resp.status_code == 200, resp.text
+    body = resp.json
+    comp = body["data"]["composition"]
+    assert comp["status"] == "completed" and comp["progress"] == 100
+    assert body["meta"]["creditsUsed"] == PRICE and body["meta"]["ttl"] == 120000
+    assert body["meta"]["availableCredit"] == 75
+    assert comp["txnReceipt"] == body["meta"]["txnReceipt"]
+    kinds = {o["kind"]: o for o in comp["outputs"]}
+    assert set(kinds) >= {"main", "banner"}
+    for output in comp["outputs"]:
+        assert output["type"] == "image" and output["url"].startswith("http://gateway.test/")
+        path = output["url"][len("http://gateway.test"):]
+        got = lclient.simulate_get(path)
+        assert got.status_code == 200
+        fmt = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}[output["format"]]
+        assert got.headers["content-type"].startswith("image/")
+        img = Image.open(io.BytesIO(got.content))
+        assert img.format == fmt and img.size == (output["width"], output["height"])
+    assert kinds["main"]["width"] == kinds["main"]["height"]
+    assert ledger_sum(account_id) == (75, 75)
+
+
+def test_listing_202_then_poll_and_sse(lclient, lconfig, make_account, images):
+    account_id, key = make_account(credits=100)
+    resp = listing(lclient, key, images.url + "/product.png", wait=0)
+    assert resp.status_code == 202
+    comp = resp.json["data"]["composition"]
+    assert comp["status"] == "queued" and comp["progress"] == 0 and comp["queuePosition"] == 1
+    assert resp.json["data"]["links"]["status"].endswith(f"/zapier/v1/compositions/{comp['uid']}")
+    assert resp.headers["location"] == resp.json["data"]["links"]["status"]
+    burst(lconfig)
+    done = poll(lclient, key, comp["uid"])
+    assert done["status"] == "completed" and len(done["outputs"]) >= 2
+    events = lclient.simulate_get(f"/zapier/v1/compositions/{comp['uid']}/events",
+                                  headers=bearer(key))
+    assert events.headers["content-type"].startswith("text/event-stream")
+    assert "event: end" in events.text
+    last = json.loads(events.text.strip().split("data: ")[-1])
+    assert last["status"] == "completed"
+
+
+def test_sse_streams_progress_live(lclient, lconfig, make_account, images, worker):
+    import threading
+
+    account_id, key = make_account(credits=100)
+    resp = listing(lclient, key, images.url + "/product.png", wait=0)
+    uid = resp.json["data"]["composition"]["uid"]
+    seen = {}
+
+    def read():
+        seen["text"] = lclient.simulate_get(f"/zapier/v1/compositions/{uid}/events",
+                                            headers=bearer(key)).text
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join(30)
+    text = seen["text"]
+    assert text.count("event: ") >= 2 and "event: end" in text
+    assert '"status": "completed"' in text.split("event: end")[1]
+
+
+def test_failure_is_refunded_once(lclient, lconfig, make_account, images):
+    account_id, key = make_account(credits=60)
+    for path in ("/missing", "/text"):
+        resp = listing(lclient, key, images.url + path, wait=0)
+        assert resp.status_code == 202
+        burst(lconfig)
+        comp = poll(lclient, key, resp.json["data"]["composition"]["uid"])
+        assert comp["status"] == "failed" and comp["error"]["message"]
+        assert comp["refundReceipt"].startswith("txn_") and comp["outputs"] == []
+        rows = refunds_of(account_id, comp["txnReceipt"])
+        assert len(rows) == 1 and rows[0].amount == PRICE
+    assert ledger_sum(account_id) == (60, 60)
+
+
+def test_cancel_before_start_refunds_and_job_is_skipped(lclient, lconfig, make_account, images):
+    account_id, key = make_account(credits=30)
+    uid = listing(lclient, key, images.url + "/product.png").json["data"]["composition"]["uid"]
+    resp = lclient.simulate_post(f"/zapier/v1/compositions/{uid}/cancel", headers=bearer(key))
+    assert resp.status_code == 200
+    comp = resp.json["data"]["composition"]
+    assert comp["status"] == "cancelled" and comp["refundReceipt"]
+    again = lclient.simulate_post(f"/zapier/v1/compositions/{uid}/cancel", headers=bearer(key))
+    assert again.status_code == 409 and again.json["error"]["code"] == "CONFLICT"
+    burst(lconfig)  # the queued RQ job runs, finds the composition cancelled, does nothing
+    assert poll(lclient, key, uid)["status"] == "cancelled"
+    assert len(refunds_of(account_id, comp["txnReceipt"])) == 1
+    assert ledger_sum(account_id) == (30, 30)
+
+
+def test_expired_in_queue_is_refunded(lconfig, make_account, images, schema):
+    short = lconfig.replace(job_ttl_s=1)
+    client = TestClient(make_app(short))
+    account_id, key = make_account(credits=30)
+    resp = listing(client, key, images.url + "/product.png")
+    assert resp.json["meta"]["ttl"] == 1000
+    time.sleep(1.3)
+    burst(short)
+    comp = poll(client, key, resp.json["data"]["composition"]["uid"])
+    assert comp["status"] == "failed" and comp["error"]["code"] == "EXPIRED"
+    assert len(refunds_of(account_id, comp["txnReceipt"])) == 1
+    assert ledger_sum(account_id) == (30, 30)
+
+
+def test_killed_worker_is_detected_and_refunded(lclient, lconfig, make_account, images):
+    from jobs import engine, runtime
+
+    account_id, key = make_account(credits=30)
+    uid = listing(lclient, key, images.url + "/slow").json["data"]["composition"]["uid"]
+    proc = start_worker(lconfig, queues="cpu")
+    try:
+        poll(lclient, key, uid, until=("running",))
+        time.sleep(0.3)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    runtime.install(lconfig)
+    time.sleep(2)  # three missed heartbeats of 0.5 s
+    assert engine.reap() == 1
+    assert engine.reap() == 0  # a second reaper finds nothing to do
+    comp = poll(lclient, key, uid)
+    assert comp["status"] == "failed" and comp["error"]["code"] == "WORKER_LOST"
+    assert len(refunds_of(account_id, comp["txnReceipt"])) == 1
+    # RQ may run the abandoned job again: it must neither charge nor refund twice.
+    assert engine.run_composition(uid) == "skipped"
+    assert ledger_sum(account_id) == (30, 30)
+
+
+def test_cancel_while_running_stops_and_refunds(lclient, lconfig, make_account, images, worker):
+    account_id, key = make_account(credits=30)
+    uid = listing(lclient, key, images.url + "/slow").json["data"]["composition"]["uid"]
+    poll(lclient, key, uid, until=("running",))
+    resp = lclient.simulate_post(f"/zapier/v1/compositions/{uid}/cancel", headers=bearer(key))
+    assert resp.status_code == 200
+    comp = poll(lclient, key, uid, timeout=30)
+    # The stop takes effect at the next checkpoint, when the slow download ends.
+    assert comp["status"] == "cancelled" and comp["refundReceipt"]
+    assert ledger_sum(account_id) == (30, 30)
+
+
+def test_bad_input_charges_nothing(lclient, client, make_account, images):
+    account_id, key = make_account(credits=30)
+    cases = [
+        ({"product_name": "x"}, "product_image_url"),
+        ({"product_name": "x", "product_image_url": "ftp://example.com/a.png"},
+         "product_image_url"),
+        ({"product_name": "x", "product_image_url": "http://10.0.0.1/a.png"},
+         "product_image_url"),
+        ({"product_name": "x", "product_image_url": "http://169.254.169.254/latest"},
+         "product_image_url"),
+        ({"product_name": "x", "product_image_url": images.url + "/product.png",
+          "callback_url": "http://192.168.1.1/hook"}, "callback_url"),
+    ]
+    for body, field in cases:
+        resp = lclient.simulate_post("/zapier/v1/generate-product-listing", json=body,
+                                     headers=bearer(key))
+        assert resp.status_code == 400, (body, resp.text)
+        assert resp.json["error"]["code"] == "INVALID_REQUEST"
+        assert field in {d["field"] for d in resp.json["error"].get("details", [])}
+    # Without the allow-list, loopback is refused too.
+    resp = client.simulate_post("/zapier/v1/generate-product-listing", headers=bearer(key),
+                                json={"product_name": "x",
+                                      "product_image_url": images.url + "/product.png"})
+    assert resp.status_code == 400
+    from jobs.models import Composition
+
+    with dbmod.connection():
+        assert Composition.select().where(Composition.account == account_id).count() == 0
+    assert ledger_sum(account_id) == (30, 30)
+
+
+def test_idempotent_async_call_replays_the_same_composition(lclient, lconfig, make_account,
+                                                            images):
+    account_id, key = make_account(credits=100)
+    headers = {**bearer(key), "Idempotency-Key": "listing-1"}
+    body = {"product_name": "Mouse", "product_image_url": images.url + "/product.png"}
+    first = lclient.simulate_post("/zapier/v1/generate-product-listing", json=body,
+                                  params={"wait": "0"}, headers=headers)
+    second = lclient.simulate_post("/zapier/v1/generate-product-listing", json=body,
+                                   params={"wait": "0"}, headers=headers)
+    assert second.headers["idempotent-replayed"] == "true"
+    uid = first.json["data"]["composition"]["uid"]
+    assert second.json["data"]["composition"]["uid"] == uid
+    assert second.json["meta"]["txnReceipt"] == first.json["meta"]["txnReceipt"]
+    burst(lconfig)
+    third = lclient.simulate_post("/zapier/v1/generate-product-listing", json=body,
+                                  params={"wait": "0"}, headers=headers)
+    assert third.status_code == 200
+    assert third.json["data"]["composition"]["status"] == "completed"
+    assert ledger_sum(account_id) == (75, 75)
+
+
+def test_wait_parameter_validation(lclient, make_account, images):
+    _, key = make_account(credits=30)
+    for wait in ("-1", "61", "abc"):
+        resp = lclient.simulate_post("/zapier/v1/generate-product-listing",
+                                     params={"wait": wait}, headers=bearer(key),
+                                     json={"product_name": "x",
+                                           "product_image_url": images.url + "/product.png"})
+        assert resp.status_code == 400 and resp.json["error"]["code"] == "INVALID_REQUEST"
+    resp = lclient.simulate_post("/zapier/v1/generate-product-listing",
+                                 headers={**bearer(key), "Prefer": "respond-async, wait=0"},
+                                 json={"product_name": "x",
+                                       "product_image_url": images.url + "/product.png"})
+    assert resp.status_code == 202
+
+
+def test_other_tenant_cannot_see_or_cancel(lclient, make_account, images):
+    _, key = make_account(credits=30)
+    _, other = make_account(credits=30)
+    uid = listing(lclient, key, images.url + "/product.png").json["data"]["composition"]["uid"]
+    for resp in (lclient.simulate_get(f"/zapier/v1/compositions/{uid}", headers=bearer(other)),
+                 lclient.simulate_post(f"/zapier/v1/compositions/{uid}/cancel",
+                                       headers=bearer(other)),
+                 lclient.simulate_get(f"/zapier/v1/compositions/{uid}/events",
+                                      headers=bearer(other))):
+        assert resp.status_code == 404 and resp.json["error"]["code"] == "NOT_FOUND"
