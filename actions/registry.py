@@ -184,9 +184,9 @@ class Registry:
 
 def default_registry() -> Registry:
     """Every action the product ships, one module each."""
-    from actions import echo, estimate_cost, product_listing
+    from actions import echo, echo_async, estimate_cost, product_listing
 
     registry = Registry()
-    for module in (echo, estimate_cost, product_listing):
+    for module in (echo, echo_async, estimate_cost, product_listing):
         registry.register(module.ACTION)
     return registry

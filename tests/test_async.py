@@ -299,3 +299,34 @@ def test_other_tenant_cannot_see_or_cancel(lclient, make_account, images):
                  lclient.simulate_get(f"/zapier/v1/compositions/{uid}/events",
                                       headers=bearer(other))):
         assert resp.status_code == 404 and resp.json["error"]["code"] == "NOT_FOUND"
+
+
+def test_echo_async_cancel_mid_run_refunds(lclient, make_account, worker):
+    account_id, key = make_account(credits=5)
+    resp = lclient.simulate_post("/zapier/v1/echo-async", params={"wait": "0"},
+                                 json={"message": "hi", "delay_ms": 5000}, headers=bearer(key))
+    assert resp.status_code == 202 and resp.json["meta"]["ttl"] == 60000
+    uid = resp.json["data"]["composition"]["uid"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        comp = lclient.simulate_get(f"/zapier/v1/compositions/{uid}",
+                                    headers=bearer(key)).json["data"]["composition"]
+        if comp["progress"] > 0:
+            break
+        time.sleep(0.05)
+    assert comp["status"] == "running" and 0 < comp["progress"] < 100
+    lclient.simulate_post(f"/zapier/v1/compositions/{uid}/cancel", headers=bearer(key))
+    comp = poll(lclient, key, uid)
+    assert comp["status"] == "cancelled" and comp["refundReceipt"]
+    assert comp["error"]["code"] == "CANCELLED"
+    assert ledger_sum(account_id) == (5, 5)
+
+
+def test_echo_async_completes_with_json_output(lclient, make_account, worker):
+    _, key = make_account(credits=5)
+    resp = lclient.simulate_post("/zapier/v1/echo-async", params={"wait": "20"},
+                                 json={"message": "hello"}, headers=bearer(key))
+    assert resp.status_code == 200, resp.text
+    [output] = resp.json["data"]["composition"]["outputs"]
+    got = lclient.simulate_get(output["url"][len("http://gateway.test"):])
+    assert got.headers["content-type"] == "application/json" and got.json == {"message": "hello"}
