@@ -200,8 +200,9 @@ def cmd_serve(config, args):
     children = [subprocess.Popen([sys.executable, "-m", "gunicorn", "-c",
                                   "python:gateway.gunicorn_conf", "wsgi:app"], env=env)]
     with_worker = args.with_worker if args.with_worker is not None else not config.redis_url
+    worker_cmd = [sys.executable, "-m", "gateway.cli", "worker"]
     if with_worker:
-        children.append(subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env))
+        children.append(subprocess.Popen(worker_cmd, env=env))
     url = config.public_base_url or f"http://{args.bind}"
     print(f"\n  gateway listening on {url}  (worker: {'yes' if with_worker else 'no'})")
     for note in notes:
@@ -214,7 +215,10 @@ def cmd_serve(config, args):
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     next_purge = 0.0
     try:
-        while not stopping and all(c.poll() is None for c in children):
+        while not stopping and children[0].poll() is None:
+            if with_worker and children[1].poll() is not None:  # a killed worker comes back
+                print(f"  worker exited ({children[1].returncode}); restarting", flush=True)
+                children[1] = subprocess.Popen(worker_cmd, env=env)
             if time.monotonic() > next_purge:  # idempotency records live 24 hours
                 with _connect(config):
                     idempotency.purge_expired(utcnow())
