@@ -126,7 +126,7 @@ class OutboundPolicy:
             infos = socket.getaddrinfo(host, port or 80, proto=socket.IPPROTO_TCP)
         except (socket.gaierror, UnicodeError, OSError):
             raise OutboundRefused(f"host {host!r} could not be resolved", field) from None
-        for address in {info[4][0] for info in infos}:
+        for address in dict.fromkeys(info[4][0] for info in infos):
             if not self.address_allowed(host, address):
                 where = f"address {address}" if host.strip("[]") == address else \
                     f"host {host!r} resolves to {address}, which"
@@ -318,6 +318,9 @@ def load_image(content, *, max_pixels=40_000_000, formats=("JPEG", "PNG", "WEBP"
                                    f"{max_pixels}-pixel limit", field)
             img.seek(0)
             img.load()
+            img = ImageOps.exif_transpose(img)  # phone photos: stored sideways, EXIF-rotated
+            alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+            return img.convert("RGBA" if alpha else "RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageRefused("image is too large to decode (decompression bomb)", field) from None
     except UnidentifiedImageError:
@@ -325,6 +328,3 @@ def load_image(content, *, max_pixels=40_000_000, formats=("JPEG", "PNG", "WEBP"
                            field) from None
     except (OSError, SyntaxError, ValueError, EOFError):
         raise ImageRefused("image is corrupt or truncated", field) from None
-    img = ImageOps.exif_transpose(img)
-    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-    return img.convert("RGBA" if has_alpha else "RGB")
