@@ -330,3 +330,32 @@ def test_echo_async_completes_with_json_output(lclient, make_account, worker):
     [output] = resp.json["data"]["composition"]["outputs"]
     got = lclient.simulate_get(output["url"][len("http://gateway.test"):])
     assert got.headers["content-type"] == "application/json" and got.json == {"message": "hello"}
+
+
+def test_sse_through_gunicorn_streams_live_and_keeps_serving(server, make_account, worker):
+    """Under gunicorn (gthread) an open event stream holds one thread, not the process:
+    progress arrives as it happens and other requests are answered meanwhile."""
+    import requests
+
+    _, key = make_account(credits=5)
+    headers = {"Authorization": f"Bearer {key}"}
+    uid = requests.post(server + "/zapier/v1/echo-async?wait=0", headers=headers,
+                        json={"message": "live", "delay_ms": 2000}).json()["data"][
+        "composition"]["uid"]
+    events, during = [], []
+    with requests.get(f"{server}/zapier/v1/compositions/{uid}/events", headers=headers,
+                      stream=True, timeout=30) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines(decode_unicode=True):
+            if line.startswith("data: "):
+                events.append((time.monotonic(), json.loads(line[6:])))
+                if len(during) < 2:
+                    started = time.monotonic()
+                    me = requests.get(server + "/zapier/v1/me", headers=headers, timeout=5)
+                    during.append((me.status_code, time.monotonic() - started))
+    statuses = [e[1]["status"] for e in events]
+    progress = [e[1]["progress"] for e in events]
+    assert statuses[-1] == "completed" and progress == sorted(progress)
+    assert len([s for s in statuses if s == "running"]) >= 3  # live steps, not one final dump
+    assert events[-1][0] - events[0][0] > 1.0  # spread over the job's run time
+    assert all(code == 200 and took < 2 for code, took in during)
