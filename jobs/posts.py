@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import datetime as dt
 import math
@@ -11,6 +9,7 @@ import math
 from peewee import fn
 
 from jobs.models import Post
+from metering import cursors
 from metering.errors import InvalidRequest
 
 
@@ -87,31 +86,17 @@ def _query(account_id, f: Filters):
     return q
 
 
-def _cursor(post_id):
-    return base64.urlsafe_b64encode(f"p:{post_id}".encode()).decode().rstrip("=")
-
-
-def _uncursor(raw):
-    try:
-        tag, _, value = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode() \
-            .partition(":")
-        if tag != "p":
-            raise ValueError
-        return int(value)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidRequest("cursor is not valid",
-                             details=[{"field": "cursor", "problem": "not from this list"}]
-                             ) from None
-
-
 def list_posts(account_id, filters: Filters, *, limit, page_no=1, cursor=None) -> Page:
     base = _query(account_id, filters)
     total = base.count()
     q = base.order_by(Post.id.desc())
     # A cursor (n8n, Make) continues after the last item seen; a page number (the seed) skips.
-    q = q.where(Post.id < _uncursor(cursor)) if cursor else q.offset((page_no - 1) * limit)
+    if cursor:
+        q = q.where(Post.id < cursors.decode("p", cursor))
+    else:
+        q = q.offset((page_no - 1) * limit)
     rows = list(q.limit(limit + 1))
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(rows, total, max(1, math.ceil(total / limit)), page_no,
-                _cursor(rows[-1].id) if more and rows else None)
+                cursors.encode("p", rows[-1].id) if more and rows else None)

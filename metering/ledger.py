@@ -7,12 +7,11 @@ idempotency record, a job row) open ``write_transaction()`` around the call.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 
 from peewee import IntegrityError
 
+from metering import cursors
 from metering.db import database, new_id, write_transaction
 from metering.errors import InsufficientCredits, InvalidRequest, NotFound
 from metering.models import Account, LedgerEntry
@@ -123,34 +122,17 @@ def receipt_for(account_id, receipt) -> LedgerEntry:
     return row
 
 
-def encode_cursor(entry_id: int) -> str:
-    return base64.urlsafe_b64encode(f"l:{entry_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        tag, _, value = raw.partition(":")
-        if tag != "l":
-            raise ValueError
-        return int(value)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidRequest("cursor is not valid",
-                             details=[{"field": "cursor", "problem": "not a cursor from this list"}]
-                             ) from None
-
-
 def transactions(account_id, *, limit=50, cursor=None, kind=None) -> Page:
     """The account's ledger, newest first, ``limit`` rows after ``cursor``."""
     query = LedgerEntry.select().where(LedgerEntry.account == account_id)
     if cursor:
-        query = query.where(LedgerEntry.id < decode_cursor(cursor))
+        query = query.where(LedgerEntry.id < cursors.decode("l", cursor))
     if kind:
         query = query.where(LedgerEntry.kind == kind)
     rows = list(query.order_by(LedgerEntry.id.desc()).limit(limit + 1))
     more = len(rows) > limit
     rows = rows[:limit]
-    return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
+    return Page(rows, cursors.encode("l", rows[-1].id) if more and rows else None)
 
 
 def ledger_sum(account_id) -> int:
