@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: run test install install-test lint services bench clean
+.PHONY: run test install install-test lint services bench bench-jobs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,13 @@ test: install-test services
 services:
 	@bash .ci/services.sh
 
+## make bench: the synchronous path (bench/run.py), then the jobs (bench/jobs_bench.py)
 bench: install-test services
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/jobs_bench.py
+
+bench-jobs: install-test services
+	$(BIN)/python bench/jobs_bench.py
 
 lint:
 	$(BIN)/ruff check .

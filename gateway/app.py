@@ -21,6 +21,7 @@ from jobs.storage import Storage
 from metering import db
 from metering.db import utcnow
 from metering.ratelimit import RateLimiter
+from oauth import provider, tokens
 from oauth.credentials import ApiKeyAuthenticator, Authenticators
 
 
@@ -49,7 +50,9 @@ def build_deps(config, *, registry=None, clock=utcnow) -> Deps:
         limiter=RateLimiter(redis_url, prefix=config.redis_prefix,
                             timeout_ms=config.ratelimit_timeout_ms,
                             on_fail_open=metrics.RATE_LIMIT_FAIL_OPEN.inc),
-        authenticators=Authenticators([ApiKeyAuthenticator(config)]),
+        authenticators=Authenticators([ApiKeyAuthenticator(config),
+                                       *provider.authenticators(config),
+                                       *tokens.authenticators(config)]),
         actions=ActionService(registry, config, clock=clock, redis=redis,
                               policy=OutboundPolicy.from_config(config)),
         registry=registry,

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 
 class ConfigError(ValueError):
@@ -77,6 +79,9 @@ class Config:
     job_ttl_s: int = 0  # 0: each action's own ttl; else an override for every action
     default_wait_s: int = 25  # how long an async POST waits for the result by default
     webhook_retry_schedule: tuple = ()  # seconds between retries; empty: about a day
+    # The environment as read at start-up, for the sub-configs of optional parts (OAuth2
+    # provider, bearer tokens, social login) that parse their own variables from it.
+    settings: Mapping = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env=None) -> Config:
@@ -84,6 +89,7 @@ class Config:
         data_dir = Path(env.get("DATA_DIR") or "var").resolve()
         database_url = env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'gateway.sqlite3'}"
         return cls(
+            settings=MappingProxyType(dict(env)),
             data_dir=data_dir,
             database_url=database_url,
             redis_url=env.get("REDIS_URL", ""),

@@ -20,6 +20,7 @@ import peewee
 from gateway import metrics
 from metering.db import database
 from metering.errors import AuthError, Forbidden, PayloadTooLarge, RateLimited, ServiceUnavailable
+from oauth.scopes import required_scope
 
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -76,8 +77,12 @@ class Identify:
         if policy == ADMIN:
             self._check_admin(req)
         elif policy == ACCOUNT:
-            req.context.caller = self.authenticators.identify(
+            caller = self.authenticators.identify(
                 req.get_header("Authorization"), req.get_header("X-API-Key"))
+            req.context.caller = caller
+            needed = required_scope(resource, req.method)
+            if needed and caller.scopes is not None and needed not in caller.scopes:
+                raise Forbidden(f"This credential lacks the {needed} scope")
 
     def _check_admin(self, req):
         if not self.admin_key:

@@ -9,8 +9,11 @@ from gateway.resources import (
     compositions,
     credits,
     hooks,
+    oauth2,
     ops,
     posts,
+    sessions,
+    social,
 )
 
 
@@ -59,4 +62,8 @@ def route_table(deps) -> list[tuple[str, object]]:
         ("/admin/plans/{name}", admin.AdminPlan()),
         ("/admin/prices/{action}", admin.AdminPrice(service)),
         ("/admin/receipts/{txn_receipt}/refund", admin.AdminRefund()),
+        # Identity (CONTRACT 2): OAuth2 provider, bearer tokens and account routes, social
+        *oauth2.routes(deps),
+        *sessions.routes(deps),
+        *social.routes(deps),
     ]

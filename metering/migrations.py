@@ -32,9 +32,33 @@ def _m0002_jobs(db):
     db.create_tables(JOB_MODELS, safe=True)
 
 
+def _m0003_oauth_provider(db):
+    """OAuth2 clients, authorization codes and tokens."""
+    from oauth.provider_models import ALL_MODELS as PROVIDER_MODELS
+
+    db.create_tables(PROVIDER_MODELS, safe=True)
+
+
+def _m0004_sessions(db):
+    """Bearer-token refresh records and per-account settings."""
+    from oauth.session_models import ALL_MODELS as SESSION_MODELS
+
+    db.create_tables(SESSION_MODELS, safe=True)
+
+
+def _m0005_social(db):
+    """Identities linked from social login providers."""
+    from oauth.social_models import ALL_MODELS as SOCIAL_MODELS
+
+    db.create_tables(SOCIAL_MODELS, safe=True)
+
+
 MIGRATIONS = [
     (1, "initial schema", _m0001_initial),
     (2, "jobs, posts and webhooks", _m0002_jobs),
+    (3, "oauth2 provider", _m0003_oauth_provider),
+    (4, "bearer tokens and account settings", _m0004_sessions),
+    (5, "social identities", _m0005_social),
 ]
 
 

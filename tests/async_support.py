@@ -3,6 +3,7 @@ receiver, and real RQ workers (in-process burst, or a `gateway worker` subproces
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -130,7 +131,7 @@ def worker_env(config, **extra):
 
 def start_worker(config, queues="cpu,webhooks", **extra):
     return subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker", "--queues", queues],
-                            cwd=ROOT, env=worker_env(config, **extra))
+                            cwd=ROOT, env=worker_env(config, **extra), start_new_session=True)
 
 
 def burst(config, queues=("cpu",)):
@@ -143,3 +144,17 @@ def burst(config, queues=("cpu",)):
     worker = SimpleWorker([f"{config.redis_prefix}:{q}" for q in queues], connection=rt.redis)
     worker.work(burst=True)
     return rt
+
+
+def stop_worker(proc):
+    """Stop a worker started by ``start_worker`` and every process of its session."""
+    import signal
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    with contextlib.suppress(ProcessLookupError):  # the RQ scheduler child, if it outlived
+        os.killpg(proc.pid, signal.SIGKILL)

@@ -13,7 +13,7 @@ import pytest
 from falcon.testing import TestClient
 from PIL import Image
 
-from async_support import burst, image_host, start_worker
+from async_support import burst, image_host, start_worker, stop_worker
 from conftest import bearer, ledger_sum, make_app
 from metering import db as dbmod
 
@@ -48,9 +48,7 @@ def lclient(lapp):
 def worker(lconfig, schema):
     proc = start_worker(lconfig)
     yield proc
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(timeout=20)
+    stop_worker(proc)
 
 
 def listing(client, key, url, wait=0, **extra):
@@ -195,8 +193,8 @@ def test_killed_worker_is_detected_and_refunded(lclient, lconfig, make_account, 
     try:
         poll(lclient, key, uid, until=("running",))
         time.sleep(0.3)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
+    finally:  # the whole worker dies at once, its RQ scheduler child included
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     runtime.install(lconfig)
     time.sleep(2)  # three missed heartbeats of 0.5 s

@@ -9,7 +9,7 @@ import pytest
 from falcon.testing import TestClient
 from standardwebhooks import Webhook
 
-from async_support import Receiver, burst, image_host, start_worker
+from async_support import Receiver, burst, image_host, start_worker, stop_worker
 from conftest import bearer, make_app
 
 
@@ -35,8 +35,7 @@ def lclient(lconfig, schema):
 def worker(lconfig, schema):
     proc = start_worker(lconfig)
     yield proc
-    proc.terminate()
-    proc.wait(timeout=20)
+    stop_worker(proc)
 
 
 def run_listing(client, key, images, wait=30, **extra):
@@ -169,8 +168,7 @@ def test_credits_low_fires_once_per_crossing(lclient, lconfig, make_account, adm
         assert [b["data"]["balance"] for b in target.bodies()] == [2, 2]
     finally:
         target.close()
-        proc.terminate()
-        proc.wait(timeout=20)
+        stop_worker(proc)
 
 
 def test_list_posts_filters_paging_and_isolation(lclient, lconfig, make_account, images):

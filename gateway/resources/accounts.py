@@ -30,6 +30,7 @@ class Signup:
 
 
 class KeyGenerate:
+    scope = "keys:write"
     openapi_tag = "Keys"
 
     def on_post(self, req, resp):
@@ -41,6 +42,7 @@ class KeyGenerate:
 
 
 class KeyList:
+    scope = "keys:read"
     openapi_tag = "Keys"
 
     def on_get(self, req, resp):
@@ -49,6 +51,7 @@ class KeyList:
 
 
 class KeyRevoke:
+    scope = "keys:write"
     openapi_tag = "Keys"
 
     def on_delete(self, req, resp, key_id):

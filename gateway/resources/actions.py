@@ -14,6 +14,8 @@ from oauth.accounts import get_account
 class ActionCall:
     """Run one action for the caller; sync actions answer with their result."""
 
+    scope = "actions:run"
+
     openapi_tag = "Actions"
 
     def __init__(self, service, config, redis):
@@ -43,6 +45,8 @@ class ActionCall:
 class MissingActionName:
     """``POST /zapier/v1`` with no action: a clear MISSING_ACTION rather than a 404."""
 
+    scope = "actions:run"
+
     openapi_hidden = True
 
     def on_post(self, req, resp):
@@ -51,6 +55,8 @@ class MissingActionName:
 
 class ActionCatalogue:
     """Every action with its price, mode and input fields, for building forms."""
+
+    scope = "actions:read"
 
     openapi_tag = "Actions"
 
@@ -63,6 +69,8 @@ class ActionCatalogue:
 
 class Me:
     """The auth test for Zapier, Make and n8n: who this credential is."""
+
+    scope = None  # any live credential may run the auth test
 
     openapi_tag = "Account"
 

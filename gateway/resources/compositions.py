@@ -76,6 +76,8 @@ def answer(req, resp, comp, config, redis, **meta):
 class CompositionItem:
     """One composition: status, progress, outputs, error and refund receipt."""
 
+    scope = "actions:read"
+
     openapi_tag = "Compositions"
     openapi_query = {"get": [{"name": "wait", "in": "query", "required": False,
                               "schema": {"type": "integer", "minimum": 0, "maximum": 60}}]}
@@ -93,6 +95,8 @@ class CompositionItem:
 class CompositionCancel:
     """Cancel: queued ends now with a refund; running stops at its next checkpoint."""
 
+    scope = "actions:run"
+
     openapi_tag = "Compositions"
 
     def __init__(self, config, redis):
@@ -106,6 +110,8 @@ class CompositionCancel:
 
 class CompositionEvents:
     """Server-Sent Events: the current state, then every change, until the composition ends."""
+
+    scope = "actions:read"
 
     openapi_tag = "Compositions"
 

@@ -10,6 +10,7 @@ from metering.models import LedgerEntry
 
 
 class Credits:
+    scope = "credits:read"
     openapi_tag = "Credits"
 
     def on_get(self, req, resp):
@@ -18,6 +19,7 @@ class Credits:
 
 
 class Transactions:
+    scope = "credits:read"
     openapi_tag = "Credits"
 
     def __init__(self, config):
@@ -36,6 +38,7 @@ class Transactions:
 
 
 class Receipt:
+    scope = "credits:read"
     openapi_tag = "Credits"
 
     def on_get(self, req, resp, txn_receipt):

@@ -15,6 +15,8 @@ def hook_view(hook) -> dict:
 class Hooks:
     """Subscribe ``target_url`` to an event; the first subscription reveals the secret."""
 
+    scope = {"GET": "hooks:read", "POST": "hooks:write"}
+
     openapi_tag = "Webhooks"
     openapi_body = {"post": {"type": "object", "required": ["target_url", "event"],
                              "properties": {"target_url": {"type": "string", "format": "uri"},
@@ -41,6 +43,7 @@ class Hooks:
 
 
 class HookItem:
+    scope = "hooks:write"
     openapi_tag = "Webhooks"
 
     def on_delete(self, req, resp, hook_id):
@@ -51,6 +54,8 @@ class HookItem:
 class HookSecretRotate:
     """Replace the signing secret; the new one is shown in this response only."""
 
+    scope = "hooks:write"
+
     openapi_tag = "Webhooks"
 
     def on_post(self, req, resp):
@@ -60,6 +65,8 @@ class HookSecretRotate:
 
 class LowCreditThreshold:
     """Set (or clear with null) the balance under which ``credits.low`` fires once."""
+
+    scope = "hooks:write"
 
     openapi_tag = "Webhooks"
 

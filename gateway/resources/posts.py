@@ -33,6 +33,8 @@ def post_view(post) -> dict:
 class ListPosts:
     """Compiled posts: seed filters, ``pageNo``/``itemsPerPage`` or ``limit``/``cursor``."""
 
+    scope = "actions:read"
+
     openapi_tag = "Posts"
     openapi_query = {"get": QUERY}
 

@@ -1,0 +1,8 @@
+"""The OAuth2 authorization server (oauthlib) and its access-token authenticator."""
+
+from __future__ import annotations
+
+
+def authenticators(config) -> list:
+    """Credential kinds this module adds to the middleware, asked after API keys."""
+    return []

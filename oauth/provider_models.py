@@ -1,0 +1,3 @@
+"""OAuth2 provider tables (clients, codes, tokens)."""
+
+ALL_MODELS: list = []

@@ -1,0 +1,3 @@
+"""Tables for password bearer tokens and account settings."""
+
+ALL_MODELS: list = []

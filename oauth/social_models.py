@@ -1,0 +1,3 @@
+"""Tables for identities linked by social login."""
+
+ALL_MODELS: list = []
