@@ -113,6 +113,18 @@ def cmd_prices(config, args):
         _print({"action": args.action, "credits": args.credits})
 
 
+def cmd_oauth_clients(config, args):
+    from oauth import provider
+
+    with _connect(config):
+        if args.oauth_command == "create":
+            client, secret = provider.register_client(args.name, args.redirect_uris,
+                                                      args.scopes, confidential=not args.public)
+            _print({**provider.client_view(client), "client_secret": secret})
+        elif args.oauth_command == "list":
+            _print([provider.client_view(c) for c in provider.list_clients()])
+
+
 def cmd_cleanup(config, args):
     from metering import idempotency
     from metering.db import utcnow
@@ -305,6 +317,18 @@ def parser() -> argparse.ArgumentParser:
     prset.add_argument("action")
     prset.add_argument("credits", type=int)
     prices.set_defaults(fn=cmd_prices)
+
+    oauth_clients = sub.add_parser("oauth-clients", help="OAuth2 client applications")
+    osub = oauth_clients.add_subparsers(dest="oauth_command", required=True)
+    ocreate = osub.add_parser("create", help="register a client; prints its secret once")
+    ocreate.add_argument("name")
+    ocreate.add_argument("--redirect-uri", dest="redirect_uris", action="append", required=True)
+    ocreate.add_argument("--scopes", default=None,
+                         help="comma- or space-separated (default: the integration scopes)")
+    ocreate.add_argument("--public", action="store_true",
+                         help="no client secret (PKCE only), for apps that cannot keep one")
+    osub.add_parser("list")
+    oauth_clients.set_defaults(fn=cmd_oauth_clients)
 
     cleanup = sub.add_parser("cleanup", help="purge expired idempotency records")
     cleanup.set_defaults(fn=cmd_cleanup)

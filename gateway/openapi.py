@@ -8,6 +8,7 @@ import re
 
 from gateway.errors import STATUS
 from gateway.middleware import ACCOUNT, ADDRESS, ADMIN, NONE
+from oauth.scopes import SCOPES, required_scope
 
 METHODS = ("get", "post", "put", "patch", "delete")
 
@@ -48,6 +49,11 @@ COMPONENTS = {
                      "description": "The API key as the user name, empty password."},
         "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
         "adminKey": {"type": "apiKey", "in": "header", "name": "X-Administration-Key"},
+        "bearerToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                        "description": "A short-lived token from POST /auth/token (username "
+                                       "and password, form-encoded), renewed with POST "
+                                       "/auth/refresh; sent as a Bearer token."},
+        # "oauth2" is added per request by ``builder``: its URLs are absolute.
     },
     "headers": {
         "X-RateLimit-Limit": {"schema": {"type": "integer"}},
@@ -58,7 +64,25 @@ COMPONENTS = {
     },
 }
 
-ACCOUNT_SECURITY = [{"bearerKey": []}, {"basicKey": []}, {"apiKeyHeader": []}]
+ACCOUNT_SECURITY = [{"bearerKey": []}, {"basicKey": []}, {"apiKeyHeader": []},
+                    {"bearerToken": []}, {"oauth2": []}]
+
+
+def _account_security(scope) -> list:
+    """Any full-access credential, or an OAuth2 token carrying the operation's scope."""
+    return ACCOUNT_SECURITY[:-1] + [{"oauth2": [scope] if scope else []}]
+
+
+def oauth2_scheme(base: str) -> dict:
+    return {"type": "oauth2",
+            "description": "Authorization code with PKCE (S256). Access tokens (gwo_...) last "
+                           "an hour; refresh tokens (gwr_...) rotate, the previous one "
+                           "staying valid for a short grace period. See docs/OAUTH.md.",
+            "flows": {"authorizationCode": {
+                "authorizationUrl": f"{base}/oauth/authorize",
+                "tokenUrl": f"{base}/oauth/token",
+                "refreshUrl": f"{base}/oauth/token",
+                "scopes": dict(SCOPES)}}}
 
 
 def _summary(resource, responder) -> tuple[str, str]:
@@ -99,21 +123,29 @@ def _operation(path, resource, method, tag):
               for n in re.findall(r"{(\w+)}", path)]
     params += getattr(resource, "openapi_query", {}).get(method, [])
     if method in ("post", "put", "patch"):
-        op["parameters"] = params + [{"name": "Idempotency-Key", "in": "header",
-                                      "required": False, "schema": {"type": "string",
-                                                                    "maxLength": 255}}]
-        op["requestBody"] = {"required": False, "content": {"application/json": {
+        if getattr(resource, "openapi_idempotent", True):
+            params = params + [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                "schema": {"type": "string", "maxLength": 255}}]
+        if params:
+            op["parameters"] = params
+        media = getattr(resource, "openapi_media", "application/json")
+        op["requestBody"] = {"required": False, "content": {media: {
             "schema": getattr(resource, "openapi_body", {}).get(method, {"type": "object"})}}}
     elif params:
         op["parameters"] = params
+    custom = getattr(resource, "openapi_responses", {}).get(method)
+    if custom:
+        op["responses"] = custom
     if policy == ADMIN:
         op["security"] = [{"adminKey": []}]
     elif policy in (NONE, ADDRESS):
         op["security"] = []
+    elif policy == ACCOUNT:
+        op["security"] = _account_security(required_scope(resource, method))
     return op
 
 
-def _action_operations(deps) -> dict:
+def _action_operations(deps, scope) -> dict:
     paths = {}
     for action in deps.registry:
         paths[f"/zapier/v1/{action.name}"] = {"post": {
@@ -125,6 +157,7 @@ def _action_operations(deps) -> dict:
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": action.json_schema()}}},
             "responses": _responses(ACCOUNT, "get"),
+            "security": _account_security(scope),
             "x-credits": deps.actions.price_of(action.name),
         }}
     return paths
@@ -135,6 +168,8 @@ def builder(table, deps):
 
     def build(req):
         paths = {}
+        action_scope = next((required_scope(r, "POST") for p, r in table
+                             if p == "/zapier/v1/{action}"), None)
         for path, resource in table:
             if getattr(resource, "openapi_hidden", False) or path == "/zapier/v1/{action}":
                 continue
@@ -143,16 +178,18 @@ def builder(table, deps):
                    if hasattr(resource, f"on_{m}")}
             if ops:
                 paths[path] = ops
-        paths.update(_action_operations(deps))
+        paths.update(_action_operations(deps, action_scope))
+        base = deps.config.public_base_url or req.prefix
         return {
             "openapi": "3.1.0",
             "info": {"title": "Metered automation gateway", "version": "1.0.0",
                      "description": "Paid AI actions for Zapier, Make, n8n and partners. Every "
                                     "JSON response is a success or error envelope with meta."},
-            "servers": [{"url": deps.config.public_base_url or req.prefix}],
+            "servers": [{"url": base}],
             "security": ACCOUNT_SECURITY,
             "paths": dict(sorted(paths.items())),
-            "components": COMPONENTS,
+            "components": {**COMPONENTS, "securitySchemes": {
+                **COMPONENTS["securitySchemes"], "oauth2": oauth2_scheme(base)}},
         }
 
     return build

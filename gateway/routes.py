@@ -34,6 +34,7 @@ def route_table(deps) -> list[tuple[str, object]]:
         ("/zapier/v1/me", actions.Me()),
         ("/zapier/v1/{action}", call),
         # Asynchronous results (CONTRACT 6)
+        ("/zapier/v1/compositions", compositions.CompositionList(config, redis)),
         ("/zapier/v1/compositions/{uid}", compositions.CompositionItem(config, redis)),
         ("/zapier/v1/compositions/{uid}/events", compositions.CompositionEvents(config, redis)),
         ("/zapier/v1/compositions/{uid}/cancel", compositions.CompositionCancel(config, redis)),

@@ -25,7 +25,7 @@ from jobs.models import Composition, Post
 from jobs.runtime import current
 from metering import ledger
 from metering.db import connection, database, new_id, utcnow, write_transaction
-from metering.errors import Conflict, NotFound
+from metering.errors import Conflict, InvalidRequest, NotFound
 
 log = logging.getLogger(__name__)
 Q, R = Composition.QUEUED, Composition.RUNNING
@@ -97,7 +97,7 @@ def finish(uid, status, *, code=None, message=None, outputs=None, from_states=(Q
             return False
         comp = Composition.get_by_id(uid)
         if status != Composition.COMPLETED and comp.receipt:
-            refund, _ = ledger.refund(comp.receipt, reason=f"{comp.action} {status}: {code}")
+            refund, _ = ledger.refund(comp.receipt, reason=f"{uid} {status}: {code}")
             Composition.update(refund_receipt=refund.receipt).where(
                 Composition.uid == uid).execute()
     return True
@@ -254,3 +254,24 @@ def reap(now=None) -> int:
                 count += 1
                 _after(comp.uid, rt)
     return count
+
+
+def list_compositions(account_id, *, limit=50, cursor=None, status=None, action=None):
+    """The account's compositions, newest first; ``cursor`` is the last uid seen."""
+    query = Composition.select().where(Composition.account == account_id)
+    if status:
+        query = query.where(Composition.status == status)
+    if action:
+        query = query.where(Composition.action == action)
+    if cursor:
+        last = Composition.get_or_none((Composition.uid == cursor)
+                                       & (Composition.account == account_id))
+        if last is None:
+            raise InvalidRequest("cursor is not valid",
+                                 details=[{"field": "cursor", "problem": "not from this list"}])
+        query = query.where((Composition.created_at < last.created_at)
+                            | ((Composition.created_at == last.created_at)
+                               & (Composition.uid < last.uid)))
+    rows = list(query.order_by(Composition.created_at.desc(), Composition.uid.desc())
+                .limit(limit + 1))
+    return rows[:limit], (rows[limit - 1].uid if len(rows) > limit else None)

@@ -357,3 +357,31 @@ def test_sse_through_gunicorn_streams_live_and_keeps_serving(server, make_accoun
     assert len([s for s in statuses if s == "running"]) >= 3  # live steps, not one final dump
     assert events[-1][0] - events[0][0] > 1.0  # spread over the job's run time
     assert all(code == 200 and took < 2 for code, took in during)
+
+
+def test_compositions_list_newest_first_with_filters(lclient, lconfig, make_account, images):
+    _, key = make_account(credits=100)
+    _, other = make_account(credits=100)
+    uids = [listing(lclient, key, images.url + path).json["data"]["composition"]["uid"]
+            for path in ("/product.png", "/missing", "/product.png")]
+    listing(lclient, other, images.url + "/product.png")
+    burst(lconfig)
+
+    def get(k, **params):
+        resp = lclient.simulate_get("/zapier/v1/compositions", params=params, headers=bearer(k))
+        assert resp.status_code == 200, resp.text
+        return resp.json["data"]
+
+    everything = get(key)
+    assert [c["uid"] for c in everything["items"]] == uids[::-1]
+    assert all(c["id"] == c["uid"] for c in everything["items"])
+    assert [c["uid"] for c in get(key, status="failed")["items"]] == [uids[1]]
+    first = get(key, limit="2")
+    assert first["next"] and len(first["items"]) == 2
+    rest = get(key, limit="2", cursor=first["next"].split("cursor=")[1])
+    assert [c["uid"] for c in first["items"] + rest["items"]] == uids[::-1]
+    assert rest["next"] is None
+    assert len(get(other)["items"]) == 1
+    bad = lclient.simulate_get("/zapier/v1/compositions", params={"status": "nope"},
+                               headers=bearer(key))
+    assert bad.status_code == 400

@@ -8,7 +8,7 @@ import time
 
 from gateway.envelope import iso, ok
 from gateway.middleware import NONE
-from gateway.resources.common import base_url
+from gateway.resources.common import MAX_LIMIT, base_url, int_param, next_url
 from jobs import engine, events
 from jobs.models import Composition
 from jobs.storage import content_type
@@ -16,6 +16,7 @@ from metering.db import database
 from metering.errors import InvalidRequest, NotFound
 
 MAX_WAIT_S = 60
+STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait=(\d+)")
 
 
@@ -71,6 +72,34 @@ def answer(req, resp, comp, config, redis, **meta):
         resp.set_header("Location", data["links"]["status"])
         resp.set_header("Retry-After", "2")
     ok(req, resp, {"composition": data, "links": data["links"]}, status, **meta)
+
+
+class CompositionList:
+    """The caller's compositions, newest first (``status`` and ``action`` filters)."""
+
+    scope = "actions:read"
+    openapi_tag = "Compositions"
+    openapi_query = {"get": [
+        {"name": "status", "in": "query", "required": False,
+         "schema": {"enum": ["queued", "running", "completed", "failed", "cancelled"]}},
+        {"name": "action", "in": "query", "required": False, "schema": {"type": "string"}},
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}},
+        {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}}]}
+
+    def __init__(self, config, redis):
+        self.config, self.redis = config, redis
+
+    def on_get(self, req, resp):
+        status = req.get_param("status")
+        if status is not None and status not in STATUSES:
+            raise InvalidRequest("status must be one of " + ", ".join(STATUSES),
+                                 details=[{"field": "status", "problem": "unknown status"}])
+        rows, cursor = engine.list_compositions(
+            req.context.caller.account_id, limit=int_param(req, "limit", 50, 1, MAX_LIMIT),
+            cursor=req.get_param("cursor"), status=status, action=req.get_param("action"))
+        items = [{**view(c, req, self.config, self.redis), "id": c.uid} for c in rows]
+        ok(req, resp, {"items": items, "next": next_url(req, self.config, cursor)})
 
 
 class CompositionItem:

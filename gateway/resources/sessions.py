@@ -1,7 +1,443 @@
-"""Password bearer tokens (/auth/token, /auth/refresh) and account routes."""
+"""Password bearer tokens (/auth/token, /auth/refresh; seed 001) and account routes
+(/api/account/data and settings, seed 000; /api/usage, seed 002; /api/user/self, seed 003).
+
+See docs/SESSIONS.md for the choices made where the seeds are silent.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import json
+import re
+import uuid
+
+import falcon
+from peewee import fn
+
+from gateway.envelope import iso, ok
+from gateway.middleware import ACCOUNT, NONE, client_address
+from gateway.resources.common import json_body
+from jobs.models import Post
+from metering import ledger
+from metering.db import is_sqlite, utcnow, write_transaction
+from metering.errors import (
+    AuthError,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    UnsupportedMediaType,
+)
+from metering.models import Account, LedgerEntry
+from oauth import keys
+from oauth.accounts import authenticate_password, get_account
+from oauth.session_models import AccountSetting
+from oauth.tokens import REFRESH_PREFIX, TokenService, int_setting
+
+FORM = "application/x-www-form-urlencoded"
+SETTING_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_SETTING_BYTES = 4096
+MAX_SETTINGS = 100
+USAGE_DAYS = 30
+SESSION_NAMESPACE = uuid.UUID("5d0c6a8e-4c1f-4f6e-9a57-6f1d2b0e7c31")
+_REQUIRED = object()
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _body(req) -> dict:
+    """A form-encoded or JSON body as a dict of field -> value."""
+    ctype = (req.content_type or "").split(";")[0].strip().lower()
+    if ctype == FORM:
+        try:
+            form = req.get_media(default_when_empty={})
+        except falcon.MediaMalformedError:
+            raise InvalidRequest("Malformed form body") from None
+        out = {}
+        for name, value in (form or {}).items():
+            if isinstance(value, list):
+                raise InvalidRequest(f"{name} was sent more than once",
+                                     details=[{"field": name, "problem": "sent more than once"}])
+            out[name] = value
+        return out
+    if ctype not in ("", "application/json"):
+        raise UnsupportedMediaType(
+            "Send the body as application/x-www-form-urlencoded or application/json")
+    return json_body(req)
+
+
+def _params(req) -> dict:
+    """Query parameters overlaid by the body (GET routes of the seeds take either)."""
+    params = {k: v for k, v in req.params.items() if isinstance(v, str)}
+    if req.method != "GET" or req.content_length:
+        params.update(_body(req))
+    return params
+
+
+def _string_field(params, name, max_len=256) -> str:
+    value = params.get(name)
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise InvalidRequest(f"{name} is required",
+                             details=[{"field": name,
+                                       "problem": f"required string of 1-{max_len} characters"}])
+    return value
+
+
+def _no_store(resp):
+    resp.set_header("Cache-Control", "no-store")
+    resp.set_header("Pragma", "no-cache")
+
+
+class LoginGuard:
+    """Password attempts limited per client address and per username (CONTRACT 3).
+
+    ``LOGIN_PER_ADDRESS`` and ``LOGIN_PER_USERNAME`` attempts (30 and 10 by default) per
+    ``LOGIN_WINDOW_SECONDS`` (900); every attempt counts, right or wrong, so a stolen
+    list of passwords cannot be tried faster than that. Refresh calls have their own
+    per-address limit, ``REFRESH_PER_MINUTE`` (120)."""
+
+    def __init__(self, deps):
+        settings = deps.config.settings or {}
+        self.limiter = deps.limiter
+        self.trusted_proxies = deps.config.trusted_proxies
+        self.window = int_setting(settings, "LOGIN_WINDOW_SECONDS", 900, 1)
+        self.per_address = int_setting(settings, "LOGIN_PER_ADDRESS", 30, 1)
+        self.per_username = int_setting(settings, "LOGIN_PER_USERNAME", 10, 1)
+        self.refresh_per_minute = int_setting(settings, "REFRESH_PER_MINUTE", 120, 1)
+
+    def _enforce(self, req, decision, what):
+        if decision is None:  # Redis is down: the limiter fails open
+            return
+        req.context.ratelimit = decision
+        if not decision.allowed:
+            raise RateLimited(f"Too many {what}; retry in {decision.retry_after}s",
+                              retry_after=decision.retry_after)
+
+    def login(self, req, username: str):
+        address = client_address(req, self.trusted_proxies)
+        self._enforce(req, self.limiter.check_window("login:addr:" + address,
+                                                     self.per_address, self.window),
+                      "login attempts from this address")
+        user_key = hashlib.sha256(username.lower().encode()).hexdigest()[:32]
+        self._enforce(req, self.limiter.check_window("login:user:" + user_key,
+                                                     self.per_username, self.window),
+                      "login attempts for this username")
+
+    def refresh(self, req):
+        address = client_address(req, self.trusted_proxies)
+        self._enforce(req, self.limiter.check_window("refresh:addr:" + address,
+                                                     self.refresh_per_minute, 60),
+                      "refresh attempts from this address")
+
+
+def _password_account(guard, req, params) -> Account:
+    username = _string_field(params, "username", 64)
+    password = _string_field(params, "password", 256)
+    guard.login(req, username)
+    account = authenticate_password(username, password)
+    if account is None:
+        raise AuthError("AUTH_FAILED", "Incorrect username or password")
+    return account
+
+
+def _usages(account_id) -> int:
+    return (LedgerEntry.select()
+            .where((LedgerEntry.account == account_id) & (LedgerEntry.kind == "debit"))
+            .count())
+
+
+# --- bearer tokens (seed 001) ------------------------------------------------------------
+
+
+class AuthToken:
+    """``POST /auth/token``: username and password -> access and refresh token."""
+
+    auth = NONE
+    openapi_tag = "Sessions"
+
+    def __init__(self, service, guard):
+        self.service, self.guard = service, guard
+
+    def on_post(self, req, resp):
+        account = _password_account(self.guard, req, _body(req))
+        _no_store(resp)
+        ok(req, resp, self.service.start_session(account))
+
+
+class AuthRefresh:
+    """``POST /auth/refresh``: spend a refresh token for a new pair (rotation)."""
+
+    auth = NONE
+    openapi_tag = "Sessions"
+
+    def __init__(self, service, guard):
+        self.service, self.guard = service, guard
+
+    def on_post(self, req, resp):
+        self.guard.refresh(req)
+        body = _body(req)
+        token = body.get("refresh_token")
+        if token is None:  # seed 001 sends the token as "Authorization: Bearer ..."
+            scheme, _, rest = (req.get_header("Authorization") or "").strip().partition(" ")
+            if scheme.lower() == "bearer" and rest.strip():
+                token = rest.strip()
+                if not token.startswith(REFRESH_PREFIX):
+                    raise AuthError("AUTH_FAILED",
+                                    "Send the refresh_token from /auth/token, not an access token")
+        if token is None:
+            raise InvalidRequest("refresh_token is required",
+                                 details=[{"field": "refresh_token", "problem": "required"}])
+        pair = self.service.refresh(token)
+        _no_store(resp)
+        ok(req, resp, pair)
+
+
+# --- account routes (seed 000) -----------------------------------------------------------
+
+
+class AccountData:
+    """``GET|POST /api/account/data``: by credential, or by username and password.
+
+    ``api_key`` is always null: keys are stored only as hashes and shown once, at creation;
+    ``keys`` lists the live keys by id and prefix instead."""
+
+    auth = NONE  # identifies the caller itself: a credential, else username and password
+    openapi_tag = "Account"
+
+    def __init__(self, deps, guard):
+        self.deps, self.guard = deps, guard
+
+    def _caller_account(self, req) -> Account:
+        caller = self.deps.authenticators.identify(
+            req.get_header("Authorization"), req.get_header("X-API-Key"))
+        if caller.scopes is not None and "account:read" not in caller.scopes:
+            raise Forbidden("This credential lacks the account:read scope")
+        req.context.caller = caller
+        decision = self.deps.limiter.check(caller.rate_key, caller.limits.per_minute,
+                                           caller.limits.per_day)
+        self.guard._enforce(req, decision, "requests")
+        return get_account(caller.account_id)
+
+    def _respond(self, req, resp):
+        if req.get_header("Authorization") or req.get_header("X-API-Key"):
+            account = self._caller_account(req)
+        else:
+            params = _params(req)
+            if "username" not in params and "password" not in params:
+                raise AuthError("MISSING_AUTH_HEADER",
+                                "Send an API key or bearer token, or username and password")
+            account = _password_account(self.guard, req, params)
+            _no_store(resp)
+        live = [k for k in keys.list_keys(account.id) if k.revoked_at is None]
+        ok(req, resp, {
+            "id": account.id, "username": account.username,
+            "usages": _usages(account.id), "credits": ledger.balance(account.id),
+            "api_key": None,
+            "keys": [{"keyId": k.id, "prefix": k.prefix, "description": k.description,
+                      "createdAt": iso(k.created_at), "lastUsedAt": iso(k.last_used_at)}
+                     for k in live],
+        })
+
+    def on_get(self, req, resp):
+        self._respond(req, resp)
+
+    def on_post(self, req, resp):
+        self._respond(req, resp)
+
+
+def _check_key(key):
+    if not isinstance(key, str) or not SETTING_KEY_RE.match(key):
+        raise InvalidRequest("key must be 1-64 characters of A-Z a-z 0-9 _ . -",
+                             details=[{"field": "key",
+                                       "problem": "1-64 characters of A-Z a-z 0-9 _ . -"}])
+    return key
+
+
+def set_setting(account_id, key, value):
+    _check_key(key)
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        raise InvalidRequest("value must be JSON", details=[
+            {"field": "value", "problem": "must be JSON-serialisable"}]) from None
+    if len(text.encode()) > MAX_SETTING_BYTES:
+        raise PayloadTooLarge(f"value is over {MAX_SETTING_BYTES} bytes as JSON", details=[
+            {"field": "value", "problem": f"at most {MAX_SETTING_BYTES} bytes as JSON"}])
+    now = utcnow()
+    with write_transaction():
+        lock = Account.select(Account.id).where(Account.id == account_id)
+        if not is_sqlite():  # serialise this account's writers so the count is exact
+            lock = lock.for_update()
+        lock.first()
+        exists = AccountSetting.select().where(
+            (AccountSetting.account == account_id) & (AccountSetting.key == key)).exists()
+        if not exists and AccountSetting.select().where(
+                AccountSetting.account == account_id).count() >= MAX_SETTINGS:
+            raise InvalidRequest(f"An account may keep at most {MAX_SETTINGS} settings", details=[
+                {"field": "key", "problem": f"at most {MAX_SETTINGS} settings per account; "
+                                            "overwrite an existing key instead"}])
+        (AccountSetting.insert(account=account_id, key=key, value=text, created_at=now,
+                               updated_at=now)
+         .on_conflict(conflict_target=[AccountSetting.account, AccountSetting.key],
+                      update={AccountSetting.value: text, AccountSetting.updated_at: now})
+         .execute())
+
+
+def get_setting(account_id, key, default=_REQUIRED):
+    row = AccountSetting.get_or_none((AccountSetting.account == account_id)
+                                     & (AccountSetting.key == key))
+    if row is None:
+        if default is _REQUIRED:
+            raise NotFound("No such setting")
+        return default
+    return json.loads(row.value)
+
+
+class SettingsSet:
+    """``POST /api/account/settings/set {key, value}``."""
+
+    auth = ACCOUNT
+    scope = "account:write"  # full-access credentials only (API keys, password bearer)
+    openapi_tag = "Account"
+
+    def on_post(self, req, resp):
+        body = _body(req)
+        unknown = sorted(set(body) - {"key", "value"})
+        if unknown:
+            raise InvalidRequest("Unknown fields: " + ", ".join(unknown),
+                                 details=[{"field": f, "problem": "unknown field"}
+                                          for f in unknown])
+        if "value" not in body:
+            raise InvalidRequest("value is required",
+                                 details=[{"field": "value", "problem": "required"}])
+        key = body.get("key")
+        set_setting(req.context.caller.account_id, key, body["value"])
+        ok(req, resp, {"message": "Setting updated successfully", "key": key,
+                       "value": body["value"]})
+
+
+class SettingsGet:
+    """``GET|POST /api/account/settings/get {key}``."""
+
+    auth = ACCOUNT
+    scope = "account:read"
+    openapi_tag = "Account"
+
+    def _respond(self, req, resp):
+        key = _check_key(_params(req).get("key"))
+        ok(req, resp, {"key": key, "value": get_setting(req.context.caller.account_id, key)})
+
+    def on_get(self, req, resp):
+        self._respond(req, resp)
+
+    def on_post(self, req, resp):
+        self._respond(req, resp)
+
+
+def _own_user_id(req):
+    """Seed 002 passes ``userId``; another account's id is answered as not found."""
+    user_id = req.get_param("userId")
+    if user_id is not None and user_id != req.context.caller.account_id:
+        raise NotFound("No such user")
+
+
+class Usage:
+    """``GET /api/usage``: per-action calls and credits over the last ``days`` (30)."""
+
+    auth = ACCOUNT
+    scope = "credits:read"
+    openapi_tag = "Account"
+
+    def on_get(self, req, resp):
+        _own_user_id(req)
+        days = req.get_param_as_int("days", min_value=1, max_value=365) or USAGE_DAYS
+        account_id = req.context.caller.account_id
+        until = utcnow()
+        since = until - dt.timedelta(days=days)
+        rows = (LedgerEntry.select(LedgerEntry.action, LedgerEntry.kind,
+                                   fn.COUNT(LedgerEntry.id).alias("n"),
+                                   fn.SUM(LedgerEntry.amount).alias("total"))
+                .where((LedgerEntry.account == account_id)
+                       & (LedgerEntry.kind.in_(("debit", "refund")))
+                       & (LedgerEntry.created_at >= since))
+                .group_by(LedgerEntry.action, LedgerEntry.kind).tuples())
+        per = {}
+        for action, kind, n, total in rows:
+            item = per.setdefault(action or "unknown",
+                                  {"calls": 0, "credits": 0, "refunds": 0, "creditsRefunded": 0})
+            if kind == "debit":
+                item["calls"] += n
+                item["credits"] += -int(total or 0)
+            else:
+                item["refunds"] += n
+                item["creditsRefunded"] += int(total or 0)
+        actions = [{"action": name, **v, "netCredits": v["credits"] - v["creditsRefunded"]}
+                   for name, v in sorted(per.items())]
+        ok(req, resp, {
+            "userId": account_id, "days": days, "from": iso(since), "to": iso(until),
+            "totalCalls": sum(a["calls"] for a in actions),
+            "totalCredits": sum(a["credits"] for a in actions),
+            "totalRefunded": sum(a["creditsRefunded"] for a in actions),
+            "usages": _usages(account_id),
+            "actions": actions,
+        })
+
+
+class SelfUser:
+    """``GET /api/user/self``: seed 003's SelfUser object for the calling account."""
+
+    auth = ACCOUNT
+    scope = "account:read"
+    openapi_tag = "Account"
+
+    def on_get(self, req, resp):
+        caller = req.context.caller
+        account = get_account(caller.account_id)
+        confirmed = req.get_param_as_bool("isAtLeast18Confirmed")
+        if confirmed is not None:  # the seed: the back-end remembers it when given
+            set_setting(account.id, "isAtLeast18Confirmed", confirmed)
+        else:
+            confirmed = get_setting(account.id, "isAtLeast18Confirmed", False) is True
+        session = req.get_header("X-Session-ID")
+        try:
+            session_id = str(uuid.UUID(session)) if session else None
+        except ValueError:
+            session_id = None
+        items = Post.select().where(Post.account == account.id).count()
+        ok(req, resp, {
+            "sessionID": session_id or str(uuid.uuid5(SESSION_NAMESPACE, caller.rate_key)),
+            "userID": account.id,
+            "email": None,
+            "username": account.username,
+            "isAuthenticated": True,
+            "isAtLeast18Confirmed": confirmed,
+            "tier": 0 if account.plan == "default" else 1,
+            "tierExpiration": None,
+            "merchantProcessor": "none",
+            "subscriptions": [],
+            "itemCount": items,
+            "rootFolderItemCount": items,
+            # the gateway's own fields
+            "plan": account.plan,
+            "credits": ledger.balance(account.id),
+            "usages": _usages(account.id),
+            "createdAt": iso(account.created_at),
+            "credential": {"kind": caller.kind, "id": caller.credential_id},
+        })
+
 
 def routes(deps) -> list[tuple[str, object]]:
-    return []
+    service = TokenService.from_config(deps.config)
+    guard = LoginGuard(deps)
+    return [
+        ("/auth/token", AuthToken(service, guard)),
+        ("/auth/refresh", AuthRefresh(service, guard)),
+        ("/api/account/data", AccountData(deps, guard)),
+        ("/api/account/settings/set", SettingsSet()),
+        ("/api/account/settings/get", SettingsGet()),
+        ("/api/usage", Usage()),
+        ("/api/user/self", SelfUser()),
+    ]
