@@ -1,0 +1,108 @@
+'use strict';
+
+// Gateway input fields (GET /zapier/v1/actions) -> Zapier input fields, and Zapier's
+// inputData (strings, mostly) -> the typed JSON body the gateway validates strictly.
+
+const LONG_TEXT = 255; // longer strings get a multi-line box
+
+const toZapierField = (field) => {
+  const out = {
+    key: field.key,
+    label: field.label || field.key,
+    required: Boolean(field.required),
+  };
+  switch (field.type) {
+    case 'integer':
+      out.type = 'integer';
+      break;
+    case 'number':
+      out.type = 'number';
+      break;
+    case 'boolean':
+      out.type = 'boolean';
+      break;
+    case 'array':
+      out.type = 'string';
+      out.list = true;
+      break;
+    default:
+      out.type = field.maxLength && field.maxLength > LONG_TEXT ? 'text' : 'string';
+  }
+  const help = [];
+  if (field.helpText) {
+    help.push(field.helpText);
+  }
+  if (field.minimum !== undefined && field.maximum !== undefined) {
+    help.push(`Between ${field.minimum} and ${field.maximum}.`);
+  } else if (field.maxLength) {
+    help.push(`At most ${field.maxLength} characters.`);
+  }
+  if (help.length) {
+    out.helpText = help.join(' ').slice(0, 1000);
+  }
+  if (Array.isArray(field.choices) && field.choices.length) {
+    out.choices = field.choices.map((c) => (c !== null && typeof c === 'object'
+      ? { value: String(c.value), label: String(c.label || c.value), sample: String(c.value) }
+      : { value: String(c), label: String(c), sample: String(c) }));
+  }
+  if (field.default !== undefined && field.default !== null && String(field.default) !== '') {
+    out.default = String(field.default); // Zapier defaults are strings
+  }
+  return out;
+};
+
+const TRUE = new Set(['true', 'yes', 'y', '1', 'on']);
+const FALSE = new Set(['false', 'no', 'n', '0', 'off']);
+
+const coerce = (field, value) => {
+  switch (field.type) {
+    case 'integer':
+    case 'number': {
+      if (typeof value === 'number') {
+        return value;
+      }
+      const text = String(value).trim();
+      const n = Number(text);
+      return text !== '' && Number.isFinite(n) ? n : value; // let the gateway say what is wrong
+    }
+    case 'boolean': {
+      if (typeof value === 'boolean') {
+        return value;
+      }
+      const text = String(value).trim().toLowerCase();
+      if (TRUE.has(text)) {
+        return true;
+      }
+      return FALSE.has(text) ? false : value;
+    }
+    case 'array':
+      if (Array.isArray(value)) {
+        return value.filter((v) => v !== null && v !== undefined && v !== '');
+      }
+      return String(value).split(',').map((s) => s.trim()).filter(Boolean);
+    default:
+      return typeof value === 'string' ? value : String(value);
+  }
+};
+
+const isEmpty = (v) => v === undefined || v === null || v === ''
+  || (Array.isArray(v) && v.length === 0);
+
+// Only the fields the action declares are sent (the gateway rejects unknown fields);
+// empty optional values are left out so the gateway's defaults apply.
+const buildBody = (fields, inputData) => {
+  const body = {};
+  (fields || []).forEach((field) => {
+    const value = (inputData || {})[field.key];
+    if (isEmpty(value)) {
+      return;
+    }
+    const coerced = coerce(field, value);
+    if (!isEmpty(coerced)) {
+      body[field.key] = coerced;
+    }
+  });
+  return body;
+};
+
+module.exports = { buildBody, coerce, toZapierField };

@@ -1,0 +1,360 @@
+'use strict';
+
+// Against a live gateway (GATEWAY_URL, GATEWAY_API_KEY, GATEWAY_IMAGE_URL; see README).
+
+const should = require('should');
+
+const {
+  apiKeyBundle, apps, clearCatalogueCache, env, parseAppError, requireLiveGateway,
+  runWithCallback, startReceiver, testers,
+} = require('./helpers');
+const { createKey } = require('../creates/action');
+const snapshot = require('../catalogue.snapshot.json');
+
+const appTester = testers.api_key;
+const App = apps.api_key;
+
+// An ad-hoc request through the app (its middlewares and credentials).
+const gw = (method, path, body) => appTester(async (z) => {
+  const response = await z.request({ url: `${env.url}${path}`, method, body });
+  return response.data;
+}, apiKeyBundle());
+
+describe('live gateway', function () {
+  this.timeout(60000);
+  let receiver;
+
+  before(async function () {
+    requireLiveGateway(this);
+    receiver = await startReceiver();
+  });
+
+  after(async () => {
+    if (receiver) {
+      await receiver.close();
+    }
+  });
+
+  describe('authentication', () => {
+    it('API key: the auth test returns the account, labelled by username', async () => {
+      const me = await appTester(App.authentication.test, apiKeyBundle());
+      me.should.have.properties('id', 'username', 'balance', 'plan');
+      me.credential.kind.should.equal('api_key');
+      const label = await appTester(App.authentication.connectionLabel,
+        { ...apiKeyBundle(), inputData: me });
+      label.should.equal(me.username);
+    });
+
+    it('API key: a bad key is an AUTH_FAILED error', async () => {
+      const err = await appTester(App.authentication.test, apiKeyBundle({}, 'gwk_not-a-real-key'))
+        .should.be.rejected();
+      err.name.should.equal('AppError');
+      const info = parseAppError(err);
+      info.code.should.equal('AUTH_FAILED');
+      info.status.should.equal(401);
+    });
+
+    it('OAuth2: a 401 asks Zapier to refresh the token', async () => {
+      const err = await testers.oauth2(apps.oauth2.authentication.test,
+        { authData: { access_token: 'not-a-real-token' } }).should.be.rejected();
+      err.name.should.equal('RefreshAuthError');
+    });
+
+    describe('OAuth2 against the gateway provider', function () {
+      before(function () {
+        if (!env.oauthClientId || !env.oauthClientSecret
+          || !(env.oauthCode || env.oauthRefreshToken)) {
+          console.log('    (skipped: OAuth2 flow tests need GATEWAY_OAUTH_CLIENT_ID, '
+            + 'GATEWAY_OAUTH_CLIENT_SECRET and GATEWAY_OAUTH_CODE (+ GATEWAY_OAUTH_REDIRECT_URI, '
+            + 'GATEWAY_OAUTH_CODE_VERIFIER) or GATEWAY_OAUTH_REFRESH_TOKEN)');
+          this.skip();
+        }
+        process.env.CLIENT_ID = env.oauthClientId;
+        process.env.CLIENT_SECRET = env.oauthClientSecret;
+      });
+
+      let tokens;
+
+      it('exchanges the authorization code (with the PKCE verifier)', async function () {
+        if (!env.oauthCode) {
+          this.skip();
+        }
+        tokens = await testers.oauth2(apps.oauth2.authentication.oauth2Config.getAccessToken, {
+          inputData: {
+            code: env.oauthCode,
+            redirect_uri: env.oauthRedirectUri,
+            code_verifier: env.oauthCodeVerifier,
+          },
+        });
+        tokens.should.have.property('access_token');
+      });
+
+      it('refreshes the access token', async () => {
+        const refreshToken = (tokens && tokens.refresh_token) || env.oauthRefreshToken;
+        should.exist(refreshToken, 'a refresh token');
+        const fresh = await testers.oauth2(
+          apps.oauth2.authentication.oauth2Config.refreshAccessToken,
+          { authData: { refresh_token: refreshToken } });
+        fresh.should.have.property('access_token');
+        tokens = { ...(tokens || {}), ...fresh };
+      });
+
+      it('passes the auth test with the access token', async () => {
+        const me = await testers.oauth2(apps.oauth2.authentication.test,
+          { authData: { access_token: tokens.access_token } });
+        me.should.have.property('username');
+        me.credential.kind.should.not.equal('api_key');
+        const out = await testers.oauth2(apps.oauth2.creates.run_echo.operation.perform,
+          { authData: { access_token: tokens.access_token }, inputData: { message: 'via oauth' } });
+        out.message.should.equal('via oauth');
+      });
+
+      it('a dead refresh token is an error (not a refresh loop)', async () => {
+        const err = await testers.oauth2(
+          apps.oauth2.authentication.oauth2Config.refreshAccessToken,
+          { authData: { refresh_token: 'not-a-real-refresh-token' } }).should.be.rejected();
+        err.name.should.not.equal('RefreshAuthError');
+      });
+    });
+  });
+
+  describe('creates', () => {
+    it('the snapshot lists every action the gateway offers', async () => {
+      const catalogue = await gw('GET', '/zapier/v1/actions');
+      catalogue.items.map((a) => a.name).sort()
+        .should.eql(snapshot.actions.map((a) => a.name).sort());
+    });
+
+    it('builds each action\'s input fields live from the catalogue', async () => {
+      clearCatalogueCache();
+      const catalogue = await gw('GET', '/zapier/v1/actions');
+      for (const action of catalogue.items) {
+        const key = createKey(action.name);
+        const fields = await appTester(App.creates[key].operation.inputFields, apiKeyBundle());
+        fields.map((f) => f.key).should.eql(action.inputFields.map((f) => f.key));
+        action.inputFields.forEach((src, i) => {
+          const f = fields[i];
+          f.label.should.equal(src.label);
+          f.required.should.equal(Boolean(src.required));
+          if (src.helpText) {
+            f.helpText.should.startWith(src.helpText);
+          }
+          if (src.default !== undefined && src.default !== null && src.default !== '') {
+            f.default.should.equal(String(src.default));
+          }
+          const expected = { integer: 'integer', number: 'number', boolean: 'boolean' }[src.type];
+          if (expected) {
+            f.type.should.equal(expected);
+          }
+          if (src.type === 'array') {
+            f.list.should.be.true();
+          }
+          if (src.choices) {
+            f.choices.map((c) => c.value).should.eql(src.choices.map((c) => String(c.value || c)));
+          }
+        });
+      }
+      const estimate = await appTester(App.creates.run_estimate_cost.operation.inputFields,
+        apiKeyBundle());
+      estimate.find((f) => f.key === 'action').choices.map((c) => c.value)
+        .should.containEql('generate-product-listing');
+    });
+
+    it('runs echo (string inputs coerced, meta kept)', async () => {
+      const out = await appTester(App.creates.run_echo.operation.perform,
+        apiKeyBundle({ inputData: { message: 'hello zapier', uppercase: 'true' } }));
+      out.message.should.equal('hello zapier');
+      out.meta.creditsUsed.should.equal(1);
+      out.meta.txnReceipt.should.match(/^txn_/);
+    });
+
+    it('runs estimate-cost', async () => {
+      const out = await appTester(App.creates.run_estimate_cost.operation.perform,
+        apiKeyBundle({ inputData: { action: 'generate-product-listing' } }));
+      out.should.have.properties({ action: 'generate-product-listing', credits: 25 });
+      out.affordable.should.be.a.Boolean();
+    });
+
+    it('echo-async: perform hands the gateway the callback URL, performResume finishes', async () => {
+      const callbackUrl = `${receiver.base}/callback/echo-async`;
+      const { results, status } = await runWithCallback(App,
+        'creates.run_echo_async.operation.perform',
+        apiKeyBundle({ inputData: { message: 'later', delay_ms: '200' } }), callbackUrl);
+      status.should.equal('CALLBACK'); // Zapier parks the step until the callback
+      results.status.should.be.oneOf('queued', 'running');
+      results.id.should.equal(results.uid);
+      const delivery = await receiver.waitFor((r) => r.path === '/callback/echo-async');
+      delivery.body.type.should.equal('composition.completed');
+      const final = await appTester(App.creates.run_echo_async.operation.performResume,
+        apiKeyBundle({ outputData: results, cleanedRequest: delivery.body }));
+      final.status.should.equal('completed');
+      final.id.should.equal(results.uid);
+      final.meta.creditsUsed.should.equal(1);
+    });
+  });
+
+  describe('product listing, posts and hooks', () => {
+    let hookCompleted;
+    let hookFailed;
+    let listing;
+
+    it('subscribes the REST hooks', async () => {
+      hookCompleted = await appTester(App.triggers.composition_completed.operation.performSubscribe,
+        apiKeyBundle({ targetUrl: `${receiver.base}/hooks/completed` }));
+      hookCompleted.should.have.property('id');
+      hookCompleted.event.should.equal('composition.completed');
+      should.not.exist(hookCompleted.secret);
+      hookFailed = await appTester(App.triggers.composition_failed.operation.performSubscribe,
+        apiKeyBundle({ targetUrl: `${receiver.base}/hooks/failed` }));
+      hookFailed.event.should.equal('composition.failed');
+      const hooks = await gw('GET', '/zapier/v1/hooks');
+      hooks.items.map((h) => h.id).should.containDeep([hookCompleted.id, hookFailed.id]);
+    });
+
+    it('generate-product-listing: callback, performResume, outputs', async function () {
+      if (!env.imageUrl) {
+        this.skip();
+      }
+      const callbackUrl = `${receiver.base}/callback/listing`;
+      const { results } = await runWithCallback(App,
+        'creates.run_generate_product_listing.operation.perform',
+        apiKeyBundle({
+          inputData: {
+            product_name: 'Zapier Mug', product_image_url: env.imageUrl, vendor: 'Acme',
+            custom_tags: ['zapier', 'mug'],
+          },
+        }), callbackUrl);
+      results.meta.creditsUsed.should.equal(25);
+      const delivery = await receiver.waitFor((r) => r.path === '/callback/listing');
+      listing = await appTester(App.creates.run_generate_product_listing.operation.performResume,
+        apiKeyBundle({ outputData: results, cleanedRequest: delivery.body }));
+      listing.status.should.equal('completed');
+      listing.outputs.length.should.be.above(0);
+      listing.outputs.forEach((o) => o.url.should.match(/^https?:\/\//));
+    });
+
+    it('the composition.completed hook delivers and perform returns it', async function () {
+      if (!listing) {
+        this.skip();
+      }
+      const delivery = await receiver.waitFor((r) => r.path === '/hooks/completed'
+        && r.body.data && r.body.data.composition.uid === listing.uid);
+      delivery.headers.should.have.properties('webhook-id', 'webhook-signature');
+      const items = await appTester(App.triggers.composition_completed.operation.perform,
+        apiKeyBundle({ cleanedRequest: delivery.body }));
+      items.should.have.length(1);
+      items[0].should.have.properties({ id: listing.uid, status: 'completed', event: 'composition.completed' });
+    });
+
+    it('the list-posts trigger returns the listing\'s posts, newest first, with ids', async function () {
+      if (!listing) {
+        this.skip();
+      }
+      const posts = await appTester(App.triggers.new_post.operation.perform, apiKeyBundle());
+      const mine = posts.filter((p) => p.compositionUid === listing.uid);
+      mine.length.should.equal(listing.outputs.length);
+      posts.forEach((p) => p.id.should.be.a.String());
+      new Set(posts.map((p) => p.id)).size.should.equal(posts.length);
+      const times = posts.map((p) => p.createdAt);
+      times.should.eql(times.slice().sort().reverse());
+      const squares = await appTester(App.triggers.new_post.operation.perform,
+        apiKeyBundle({ inputData: { postFormat: 'square' } }));
+      squares.forEach((p) => p.postFormat.should.equal('square'));
+    });
+
+    it('performList of composition.completed finds recent compositions', async function () {
+      if (!listing) {
+        this.skip();
+      }
+      const items = await appTester(App.triggers.composition_completed.operation.performList,
+        apiKeyBundle());
+      items.map((i) => i.id).should.containEql(listing.uid);
+    });
+
+    it('a failing listing: performResume fails the step, the failed hook fires', async function () {
+      if (!env.imageUrl) {
+        this.skip();
+      }
+      const missing = env.imageUrl.replace(/\/[^/]*$/, '/missing');
+      const { results } = await runWithCallback(App,
+        'creates.run_generate_product_listing.operation.perform',
+        apiKeyBundle({ inputData: { product_name: 'Ghost', product_image_url: missing } }),
+        `${receiver.base}/callback/failing`);
+      const delivery = await receiver.waitFor((r) => r.path === '/callback/failing');
+      delivery.body.type.should.equal('composition.failed');
+      const err = await appTester(App.creates.run_generate_product_listing.operation.performResume,
+        apiKeyBundle({ outputData: results, cleanedRequest: delivery.body })).should.be.rejected();
+      const info = parseAppError(err);
+      info.message.should.match(/failed/);
+      info.message.should.match(/Refunded/);
+      const hook = await receiver.waitFor((r) => r.path === '/hooks/failed');
+      const items = await appTester(App.triggers.composition_failed.operation.perform,
+        apiKeyBundle({ cleanedRequest: hook.body }));
+      items[0].should.have.properties({ id: results.uid, status: 'failed' });
+    });
+
+    it('unsubscribes the REST hooks', async function () {
+      if (!hookCompleted) {
+        this.skip();
+      }
+      await appTester(App.triggers.composition_completed.operation.performUnsubscribe,
+        apiKeyBundle({ subscribeData: hookCompleted }));
+      await appTester(App.triggers.composition_failed.operation.performUnsubscribe,
+        apiKeyBundle({ subscribeData: hookFailed }));
+      const hooks = await gw('GET', '/zapier/v1/hooks');
+      hooks.items.map((h) => h.id).should.not.containDeep([hookCompleted.id]);
+      hooks.items.map((h) => h.id).should.not.containDeep([hookFailed.id]);
+    });
+  });
+
+  describe('receipt search', () => {
+    it('finds a receipt', async () => {
+      const echo = await appTester(App.creates.run_echo.operation.perform,
+        apiKeyBundle({ inputData: { message: 'receipt please' } }));
+      const found = await appTester(App.searches.find_receipt.operation.perform,
+        apiKeyBundle({ inputData: { txnReceipt: echo.meta.txnReceipt } }));
+      found.should.have.length(1);
+      found[0].txnReceipt.should.equal(echo.meta.txnReceipt);
+      found[0].type.should.equal('debit');
+      found[0].should.have.property('id');
+    });
+
+    it('returns an empty list for an unknown receipt', async () => {
+      const found = await appTester(App.searches.find_receipt.operation.perform,
+        apiKeyBundle({ inputData: { txnReceipt: 'txn_000000000000000000000000' } }));
+      found.should.eql([]);
+    });
+  });
+
+  describe('error mapping', () => {
+    it('a gateway validation error becomes a Zapier error with its code and details', async () => {
+      const err = await appTester(App.creates.run_echo.operation.perform,
+        apiKeyBundle({ inputData: { message: 'x'.repeat(2001) } })).should.be.rejected();
+      err.name.should.equal('AppError');
+      const info = parseAppError(err);
+      info.code.should.equal('INVALID_REQUEST');
+      info.status.should.equal(400);
+      info.message.should.match(/message/);
+    });
+
+    describe('with a key that has no credits and a one-request-a-minute plan', function () {
+      before(function () {
+        if (!env.limitedKey) {
+          console.log('    (skipped: GATEWAY_LIMITED_API_KEY is not set)');
+          this.skip();
+        }
+      });
+
+      it('INSUFFICIENT_CREDITS is a 403 error, then RATE_LIMITED a ThrottledError', async () => {
+        const err = await appTester(App.creates.run_echo.operation.perform,
+          apiKeyBundle({ inputData: { message: 'no money' } }, env.limitedKey)).should.be.rejected();
+        parseAppError(err).should.have.properties({ code: 'INSUFFICIENT_CREDITS', status: 403 });
+        const throttled = await appTester(App.authentication.test,
+          apiKeyBundle({}, env.limitedKey)).should.be.rejected();
+        throttled.name.should.equal('ThrottledError');
+        const info = JSON.parse(throttled.message);
+        info.delay.should.be.a.Number().and.be.above(0);
+      });
+    });
+  });
+});
