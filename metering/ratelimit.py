@@ -17,7 +17,12 @@ import math
 import threading
 import time
 
-from limits import RateLimitItemPerDay, RateLimitItemPerHour, RateLimitItemPerMinute
+from limits import (
+    RateLimitItemPerDay,
+    RateLimitItemPerHour,
+    RateLimitItemPerMinute,
+    RateLimitItemPerSecond,
+)
 from limits.storage import RedisStorage
 from limits.strategies import FixedWindowRateLimiter
 
@@ -61,6 +66,11 @@ class RateLimiter:
     def check_hourly(self, identity: str, per_hour: int) -> Decision | None:
         """Limit for unauthenticated routes (signup, login) keyed by client address."""
         return self._guarded(self._check, identity, [RateLimitItemPerHour(per_hour)])
+
+    def check_window(self, identity: str, amount: int, seconds: int) -> Decision | None:
+        """One fixed window of ``seconds`` (e.g. login attempts per username per 15 min)."""
+        return self._guarded(self._check, identity,
+                             [RateLimitItemPerSecond(amount, multiples=seconds)])
 
     def _guarded(self, fn, *args):
         if time.monotonic() < self._closed_until:

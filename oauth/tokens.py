@@ -1,8 +1,260 @@
-"""Password bearer tokens (PyJWT) and their authenticator."""
+"""Password bearer tokens (seed 001): HS256 JWT access tokens, rotating refresh tokens.
+
+- ``POST /auth/token`` checks a username and password and starts a *token family* (one
+  bearer session): a short-lived JWT access token plus an opaque refresh token.
+- ``POST /auth/refresh`` spends a refresh token (single use) for a new pair in the same
+  family. Presenting an already rotated refresh token after the grace period is treated
+  as theft: the whole family is revoked, its access tokens included.
+- ``JwtAuthenticator`` lets access tokens in through the ``Identify`` middleware as
+  ``Caller(kind="bearer", credential_id=<family id>)``, so rate limits count per session.
+
+Settings (read from ``config.settings``): ``JWT_SECRET`` (else one is generated once and
+kept in ``DATA_DIR/jwt_secret``, mode 0600), ``JWT_ACCESS_TTL`` (seconds, 3600),
+``JWT_REFRESH_TTL`` (seconds, 30 days), ``JWT_REFRESH_GRACE`` (seconds, 10),
+``JWT_LEEWAY`` (seconds of clock skew tolerated on expiry, 0-5, default 5).
+"""
 
 from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+
+import jwt
+from peewee import JOIN
+
+from gateway.config import ConfigError
+from metering.db import new_id, utcnow, write_transaction
+from metering.errors import AuthError, Forbidden
+from metering.models import Account, Plan
+from metering.plans import limits_for
+from oauth.credentials import Caller, Presented
+from oauth.session_models import RefreshToken, TokenFamily
+
+ALGORITHM = "HS256"
+ACCESS_KIND = "access"
+REFRESH_PREFIX = "gwr_"
+SECRET_FILE = "jwt_secret"  # noqa: S105 (a file name)
+MIN_SECRET_LEN = 32
+JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+
+
+def int_setting(settings, name, default, low, high=None):
+    raw = settings.get(name)
+    if raw is None or str(raw).strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        bounds = f"{low}-{high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{name} must be {bounds}, got {value}")
+    return value
+
+
+def load_secret(settings, data_dir) -> str:
+    """``JWT_SECRET``, or the generated one kept in ``DATA_DIR/jwt_secret`` (0600).
+
+    The file is written to a temporary name and linked into place, so processes starting
+    together all end up with the same secret and none reads a half-written file."""
+    given = settings.get("JWT_SECRET")
+    if given:
+        if len(given) < MIN_SECRET_LEN:
+            raise ConfigError(f"JWT_SECRET must be at least {MIN_SECRET_LEN} characters")
+        return given
+    path = Path(data_dir) / SECRET_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+            with contextlib.suppress(FileExistsError):  # another process won: use its secret
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    secret = path.read_text().strip()
+    if len(secret) < MIN_SECRET_LEN:
+        raise ConfigError(f"{path} holds a JWT secret shorter than {MIN_SECRET_LEN} characters")
+    return secret
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenSettings:
+    secret: str
+    access_ttl: int = 3600
+    refresh_ttl: int = 30 * 24 * 3600
+    refresh_grace: int = 10
+    leeway: int = 5
+
+    @classmethod
+    def from_config(cls, config) -> TokenSettings:
+        settings = config.settings or {}
+        return cls(
+            secret=load_secret(settings, config.data_dir),
+            access_ttl=int_setting(settings, "JWT_ACCESS_TTL", 3600, 1),
+            refresh_ttl=int_setting(settings, "JWT_REFRESH_TTL", 30 * 24 * 3600, 1),
+            refresh_grace=int_setting(settings, "JWT_REFRESH_GRACE", 10, 0, 300),
+            leeway=int_setting(settings, "JWT_LEEWAY", 5, 0, 5),
+        )
+
+
+def hash_refresh(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def looks_like_jwt(token: str) -> bool:
+    return bool(JWT_SHAPE.match(token))
+
+
+class TokenService:
+    """Issues, rotates and revokes bearer sessions; verifies access tokens."""
+
+    def __init__(self, settings: TokenSettings):
+        self.settings = settings
+
+    @classmethod
+    def from_config(cls, config) -> TokenService:
+        return cls(TokenSettings.from_config(config))
+
+    # --- access tokens -----------------------------------------------------------------
+
+    def encode_access(self, account_id: str, family_id: str) -> tuple[str, int]:
+        now = int(time.time())
+        ttl = self.settings.access_ttl
+        claims = {"sub": account_id, "iat": now, "exp": now + ttl,
+                  "jti": new_id("jti", 12), "fam": family_id, "kind": ACCESS_KIND}
+        return jwt.encode(claims, self.settings.secret, algorithm=ALGORITHM), ttl
+
+    def decode_access(self, token: str) -> dict:
+        """The verified claims of an access token, or ``AuthError`` (401)."""
+        try:
+            header = jwt.get_unverified_header(token)
+            if header.get("alg") != ALGORITHM:  # "none", RS256, HS512...: never accepted
+                raise AuthError("AUTH_FAILED", "Unsupported token algorithm")
+            claims = jwt.decode(token, self.settings.secret, algorithms=[ALGORITHM],
+                                leeway=self.settings.leeway,
+                                options={"require": ["sub", "iat", "exp", "jti"]})
+        except jwt.ExpiredSignatureError:
+            raise AuthError("AUTH_FAILED", "The bearer token has expired") from None
+        except jwt.InvalidTokenError:
+            raise AuthError("AUTH_FAILED", "Invalid bearer token") from None
+        if claims.get("kind") != ACCESS_KIND or not isinstance(claims.get("fam"), str) \
+                or not isinstance(claims.get("sub"), str):
+            raise AuthError("AUTH_FAILED", "Invalid bearer token")
+        return claims
+
+    # --- sessions ----------------------------------------------------------------------
+
+    def _new_refresh(self, account_id: str, family_id: str) -> tuple[RefreshToken, str]:
+        secret = REFRESH_PREFIX + secrets.token_urlsafe(32)
+        row = RefreshToken.create(
+            id=new_id("rtok", 10), family=family_id, account=account_id,
+            token_hash=hash_refresh(secret),
+            expires_at=utcnow() + dt.timedelta(seconds=self.settings.refresh_ttl))
+        return row, secret
+
+    def _pair(self, account_id, family_id, refresh_secret) -> dict:
+        access, ttl = self.encode_access(account_id, family_id)
+        return {"access_token": access, "token_type": "bearer", "expires_in": ttl,
+                "refresh_token": refresh_secret,
+                "refresh_expires_in": self.settings.refresh_ttl}
+
+    def start_session(self, account: Account) -> dict:
+        """A new token family for an account that just proved its password."""
+        with write_transaction():
+            family = TokenFamily.create(id=new_id("tfam", 10), account=account.id)
+            _, refresh = self._new_refresh(account.id, family.id)
+        return self._pair(account.id, family.id, refresh)
+
+    def refresh(self, token) -> dict:
+        """Spend a refresh token for a new pair; reuse after the grace period revokes all."""
+        if not isinstance(token, str) or not token.startswith(REFRESH_PREFIX) \
+                or len(token) > 200:
+            raise AuthError("AUTH_FAILED", "Unknown refresh token")
+        row = (RefreshToken.select(RefreshToken, TokenFamily, Account)
+               .join(TokenFamily).switch(RefreshToken).join(Account)
+               .where(RefreshToken.token_hash == hash_refresh(token)).first())
+        if row is None:
+            raise AuthError("AUTH_FAILED", "Unknown refresh token")
+        now = utcnow()
+        if row.revoked_at is not None or row.family.revoked_at is not None:
+            raise AuthError("AUTH_FAILED", "This session has been revoked")
+        if row.expires_at <= now:
+            raise AuthError("AUTH_FAILED", "The refresh token has expired")
+        if row.account.disabled:
+            raise Forbidden("This account is disabled")
+        with write_transaction():
+            claimed = (RefreshToken.update(used_at=now)
+                       .where((RefreshToken.id == row.id) & RefreshToken.used_at.is_null()
+                              & RefreshToken.revoked_at.is_null())
+                       .execute())
+            reuse = False
+            if not claimed:  # already rotated: within the grace period two racing
+                # clients both get a pair; later it is reuse of a stolen token
+                used_at = (RefreshToken.select(RefreshToken.used_at)
+                           .where(RefreshToken.id == row.id).scalar())
+                grace = dt.timedelta(seconds=self.settings.refresh_grace)
+                reuse = used_at is None or now - used_at > grace
+            if not reuse:
+                new_row, refresh = self._new_refresh(row.account_id, row.family_id)
+                if claimed:
+                    RefreshToken.update(replaced_by=new_row.id).where(
+                        RefreshToken.id == row.id).execute()
+        if reuse:
+            self.revoke_family(row.family_id, "refresh token reuse")
+            raise AuthError("AUTH_FAILED",
+                            "This refresh token was already used; the session is revoked")
+        return self._pair(row.account_id, row.family_id, refresh)
+
+    def revoke_family(self, family_id: str, reason: str) -> None:
+        now = utcnow()
+        with write_transaction():
+            TokenFamily.update(revoked_at=now, revoked_reason=reason[:64]).where(
+                (TokenFamily.id == family_id) & TokenFamily.revoked_at.is_null()).execute()
+            RefreshToken.update(revoked_at=now).where(
+                (RefreshToken.family == family_id) & RefreshToken.revoked_at.is_null()).execute()
+
+
+class JwtAuthenticator:
+    """Access tokens from ``/auth/token``; full access like the password owner."""
+
+    kind = "bearer"
+
+    def __init__(self, config, service: TokenService | None = None):
+        self.config = config
+        self.service = service or TokenService.from_config(config)
+
+    def accepts(self, presented: Presented) -> bool:
+        return looks_like_jwt(presented.token)
+
+    def authenticate(self, presented: Presented) -> Caller:
+        claims = self.service.decode_access(presented.token)
+        row = (TokenFamily.select(TokenFamily, Account, Plan)
+               .join(Account)
+               .join(Plan, JOIN.LEFT_OUTER, on=(Account.plan == Plan.name), attr="plan_row")
+               .where((TokenFamily.id == claims["fam"]) & (TokenFamily.account == claims["sub"]))
+               .first())
+        if row is None or row.revoked_at is not None:
+            raise AuthError("AUTH_FAILED", "This session has been revoked")
+        account = row.account
+        if account.disabled:
+            raise Forbidden("This account is disabled")
+        plan_row = getattr(account, "plan_row", None)
+        if plan_row is not None and plan_row.name is None:  # LEFT JOIN found no plan row
+            plan_row = None
+        return Caller(account.id, account.username,
+                      limits_for(account.plan, plan_row, self.config), self.kind, row.id)
 
 
 def authenticators(config) -> list:
     """Credential kinds this module adds to the middleware, asked after API keys."""
-    return []
+    return [JwtAuthenticator(config)]
