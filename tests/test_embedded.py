@@ -37,9 +37,9 @@ def test_serve_on_embedded_defaults(tmp_path):
         assert f"listening on {url}" in out
         for _ in range(100):
             try:
-                if requests.get(url + "/health", timeout=1).status_code == 200:
+                if requests.get(url + "/health", timeout=3).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.1)
 
         me = requests.get(url + "/zapier/v1/me", headers={"Authorization": f"Bearer {key}"})
