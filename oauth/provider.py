@@ -1,8 +1,515 @@
-"""The OAuth2 authorization server (oauthlib) and its access-token authenticator."""
+"""The OAuth2 authorization server (oauthlib) and its access-token authenticator.
+
+oauthlib does the protocol (parameter checks, PKCE, error bodies); ``Validator`` answers
+its questions from the peewee tables in ``oauth.provider_models``. Rules of this server:
+
+- authorization-code grant only, PKCE with S256 required for every client ("plain" and a
+  missing method are refused);
+- codes are one-time: claimed with a conditional UPDATE, and a replayed code revokes every
+  token issued from it (RFC 6749 section 4.1.2);
+- refresh tokens rotate; the previous one keeps working for a short grace period so two
+  clients (or two Zapier workers) racing to refresh both get fresh tokens;
+- revocation (RFC 7009) of an access token kills that token; of a refresh token, the
+  whole grant.
+"""
 
 from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from urllib.parse import unquote_plus, urlparse
+
+from oauthlib.oauth2 import (
+    AuthorizationEndpoint,
+    BearerToken,
+    RefreshTokenGrant,
+    RequestValidator,
+    RevocationEndpoint,
+    TokenEndpoint,
+)
+from oauthlib.oauth2.rfc6749 import errors as oauth_errors
+from oauthlib.oauth2.rfc6749.grant_types import AuthorizationCodeGrant
+from oauthlib.oauth2.rfc6749.grant_types.authorization_code import code_challenge_method_s256
+from peewee import JOIN
+
+from metering.db import new_id, utcnow
+from metering.errors import AuthError, Forbidden, InvalidRequest
+from metering.models import Account, Plan
+from metering.plans import limits_for
+from oauth.credentials import Caller, Presented
+from oauth.provider_models import AuthorizationCode, OAuthClient, OAuthToken
+from oauth.scopes import DEFAULT_SCOPES, SCOPES
+
+log = logging.getLogger(__name__)
+
+ACCESS_PREFIX, REFRESH_PREFIX = "gwo_", "gwr_"
+CLIENT_ID_PREFIX, CLIENT_SECRET_PREFIX = "gwc_", "gwcs_"
+GRANT_TYPES = ("authorization_code", "refresh_token")
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _int(settings, name, default) -> int:
+    raw = settings.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ProviderSettings:
+    """The provider's knobs, parsed from ``config.settings`` (the environment at start-up)."""
+
+    access_ttl: int = 3600  # OAUTH_ACCESS_TOKEN_TTL
+    refresh_ttl: int = 180 * 24 * 3600  # OAUTH_REFRESH_TOKEN_TTL; renewed by every rotation
+    grace: int = 60  # OAUTH_REFRESH_GRACE_SECONDS
+    code_ttl: int = 600  # OAUTH_CODE_TTL
+    token_per_hour: int = 3600  # OAUTH_TOKEN_PER_HOUR, token and revoke calls per address
+    login_per_hour: int = 20  # OAUTH_LOGIN_PER_HOUR, consent-page sign-ins per address
+    csrf_ttl: int = 3600  # how long a rendered consent form stays usable
+    csrf_secret: bytes = b""
+
+    @classmethod
+    def from_config(cls, config) -> ProviderSettings:
+        s = getattr(config, "settings", None) or {}
+        secret = s.get("OAUTH_CSRF_SECRET") or ""
+        if secret:
+            key = secret.encode()
+        elif config.admin_key:  # stable across gunicorn workers without another setting
+            key = hashlib.sha256(b"oauth-consent-csrf:" + config.admin_key.encode()).digest()
+        else:
+            key = secrets.token_bytes(32)
+            log.warning("no OAUTH_CSRF_SECRET or ADMIN_KEY: consent forms work only on the "
+                        "process that rendered them")
+        return cls(
+            access_ttl=_int(s, "OAUTH_ACCESS_TOKEN_TTL", 3600),
+            refresh_ttl=_int(s, "OAUTH_REFRESH_TOKEN_TTL", 180 * 24 * 3600),
+            grace=_int(s, "OAUTH_REFRESH_GRACE_SECONDS", 60),
+            code_ttl=_int(s, "OAUTH_CODE_TTL", 600),
+            token_per_hour=_int(s, "OAUTH_TOKEN_PER_HOUR", 3600),
+            login_per_hour=_int(s, "OAUTH_LOGIN_PER_HOUR", config.signup_per_hour),
+            csrf_secret=key,
+        )
+
+
+# --- the validator ---------------------------------------------------------------------
+
+
+def _basic_credentials(request) -> tuple[str, str] | None:
+    """``client_id:client_secret`` from HTTP Basic, each form-urlencoded (RFC 6749 2.3.1)."""
+    header = (request.headers or {}).get("Authorization") or ""
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not value:
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return ("", "")
+    client_id, _, secret = decoded.partition(":")
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+def _client(client_id) -> OAuthClient | None:
+    if not isinstance(client_id, str) or not 0 < len(client_id) <= 64:
+        return None
+    return OAuthClient.get_or_none(OAuthClient.client_id == client_id)
+
+
+class Validator(RequestValidator):
+    """oauthlib's questions, answered from PostgreSQL/SQLite.
+
+    Database errors are never caught here: they propagate to the resource, which answers
+    503, so an outage is never mistaken for a dead grant.
+    """
+
+    def __init__(self, settings: ProviderSettings):
+        super().__init__()
+        self.settings = settings
+
+    # clients
+
+    def client_authentication_required(self, request, *args, **kwargs):
+        if _basic_credentials(request) is not None or request.client_secret:
+            return True
+        client = _client(request.client_id)
+        return client is None or client.confidential
+
+    def authenticate_client(self, request, *args, **kwargs):
+        basic = _basic_credentials(request)
+        if basic is not None:
+            client_id, secret = basic
+            if request.client_id and request.client_id != client_id:
+                return False
+        else:
+            client_id, secret = request.client_id, request.client_secret
+        client = _client(client_id)
+        if client is None or not client.secret_hash or not isinstance(secret, str):
+            return False
+        if not hmac.compare_digest(_hash(secret), client.secret_hash):
+            return False
+        request.client = client
+        request.client_id = client.client_id
+        return True
+
+    def authenticate_client_id(self, client_id, request, *args, **kwargs):
+        client = _client(client_id)
+        if client is None or client.confidential:
+            return False
+        request.client = client
+        return True
+
+    def validate_client_id(self, client_id, request, *args, **kwargs):
+        client = _client(client_id)
+        request.client = client
+        return client is not None
+
+    def validate_redirect_uri(self, client_id, redirect_uri, request, *args, **kwargs):
+        client = _client(client_id)
+        return client is not None and redirect_uri in client.redirect_uri_list
+
+    def get_default_redirect_uri(self, client_id, request, *args, **kwargs):
+        client = _client(client_id)
+        uris = client.redirect_uri_list if client else []
+        return uris[0] if len(uris) == 1 else None
+
+    def validate_response_type(self, client_id, response_type, client, request, *args, **kwargs):
+        return response_type == "code"
+
+    def validate_grant_type(self, client_id, grant_type, client, request, *args, **kwargs):
+        return grant_type in GRANT_TYPES
+
+    def validate_scopes(self, client_id, scopes, client, request, *args, **kwargs):
+        client = client or _client(client_id)
+        allowed = set(client.scope_list) if client else set()
+        return bool(scopes) and all(s in SCOPES and s in allowed for s in scopes)
+
+    def get_default_scopes(self, client_id, request, *args, **kwargs):
+        client = _client(client_id)
+        return client.scope_list if client else []
+
+    def is_pkce_required(self, client_id, request):
+        return True
+
+    # authorization codes
+
+    def save_authorization_code(self, client_id, code, request, *args, **kwargs):
+        AuthorizationCode.create(
+            id=new_id("grant", 8), code_hash=_hash(code["code"]), client=client_id,
+            account=request.user, redirect_uri=request.redirect_uri,
+            scopes=" ".join(request.scopes), code_challenge=request.code_challenge,
+            code_challenge_method=request.code_challenge_method,
+            expires_at=utcnow() + dt.timedelta(seconds=self.settings.code_ttl))
+
+    def _code(self, code, request) -> AuthorizationCode | None:
+        cached = getattr(request, "gw_code", None)
+        if cached is not None:
+            return cached
+        if not isinstance(code, str) or not code:
+            return None
+        return AuthorizationCode.get_or_none(AuthorizationCode.code_hash == _hash(code))
+
+    def validate_code(self, client_id, code, client, request, *args, **kwargs):
+        row = self._code(code, request)
+        if row is None or row.client_id != client_id:
+            return False
+        if row.used:
+            revoke_grant(row.id)  # a replayed code: take down what it issued
+            return False
+        if row.expires_at <= utcnow():
+            return False
+        request.gw_code = row
+        request.user = row.account_id
+        request.scopes = row.scopes.split()
+        return True
+
+    def get_code_challenge(self, code, request):
+        row = self._code(code, request)
+        return row.code_challenge if row else None
+
+    def get_code_challenge_method(self, code, request):
+        row = self._code(code, request)
+        return row.code_challenge_method if row else None
+
+    def confirm_redirect_uri(self, client_id, code, redirect_uri, client, request, *args,
+                             **kwargs):
+        row = self._code(code, request)
+        return row is not None and row.redirect_uri == redirect_uri
+
+    def claim_code(self, request):
+        """Post-token check: claim the code with one conditional UPDATE, so of two racing
+        exchanges exactly one gets tokens (and the other revokes them, as for a replay)."""
+        row = request.gw_code
+        claimed = (AuthorizationCode.update(used=True)
+                   .where((AuthorizationCode.id == row.id) & (AuthorizationCode.used == False))  # noqa: E712
+                   .execute())
+        if not claimed:
+            revoke_grant(row.id)
+            raise oauth_errors.InvalidGrantError(description="The code was already used",
+                                                 request=request)
+
+    def invalidate_authorization_code(self, client_id, code, request, *args, **kwargs):
+        """Nothing left to do: ``claim_code`` marked it used before the tokens were made."""
+
+    # tokens
+
+    def save_bearer_token(self, token, request, *args, **kwargs):
+        now = utcnow()
+        parent = getattr(request, "gw_parent", None)
+        if parent is not None:
+            grant_id, previous = parent.grant_id, parent.refresh_hash
+            # Rotation: the old refresh token lives on for the grace period only (set once,
+            # so racing refreshes cannot stretch it).
+            (OAuthToken.update(refresh_grace_until=now + dt.timedelta(seconds=self.settings.grace))
+             .where((OAuthToken.id == parent.id) & OAuthToken.refresh_grace_until.is_null())
+             .execute())
+        else:
+            grant_id, previous = request.gw_code.id, None
+        refresh = token.get("refresh_token")
+        OAuthToken.create(
+            id=new_id("otok", 8), grant_id=grant_id, client=request.client.client_id,
+            account=request.user, scopes=" ".join(request.scopes),
+            access_hash=_hash(token["access_token"]),
+            access_expires_at=now + dt.timedelta(seconds=int(token["expires_in"])),
+            refresh_hash=_hash(refresh) if refresh else None,
+            refresh_expires_at=now + dt.timedelta(seconds=self.settings.refresh_ttl)
+            if refresh else None,
+            previous_refresh_hash=previous)
+
+    def validate_refresh_token(self, refresh_token, client, request, *args, **kwargs):
+        if not isinstance(refresh_token, str) or not refresh_token.startswith(REFRESH_PREFIX):
+            return False
+        row = OAuthToken.get_or_none(OAuthToken.refresh_hash == _hash(refresh_token))
+        now = utcnow()
+        if row is None or row.client_id != client.client_id or row.revoked_at is not None:
+            return False
+        if row.refresh_expires_at is not None and row.refresh_expires_at <= now:
+            return False
+        if row.refresh_grace_until is not None and row.refresh_grace_until <= now:
+            return False  # rotated, and the grace period is over
+        account = Account.get_or_none(Account.id == row.account_id)
+        if account is None or account.disabled:
+            return False
+        request.gw_parent = row
+        request.user = row.account_id
+        return True
+
+    def get_original_scopes(self, refresh_token, request, *args, **kwargs):
+        return request.gw_parent.scopes.split()
+
+    def revoke_token(self, token, token_type_hint, request, *args, **kwargs):
+        if not isinstance(token, str):
+            return
+        now = utcnow()
+        by_client = OAuthToken.client == request.client.client_id
+        row = OAuthToken.get_or_none((OAuthToken.access_hash == _hash(token)) & by_client)
+        if row is not None:
+            OAuthToken.update(access_revoked_at=now).where(
+                (OAuthToken.id == row.id) & OAuthToken.access_revoked_at.is_null()).execute()
+            return
+        row = OAuthToken.get_or_none((OAuthToken.refresh_hash == _hash(token)) & by_client)
+        if row is not None:
+            revoke_grant(row.grant_id)  # RFC 7009 2.1: and the access tokens it begot
+
+    def validate_bearer_token(self, token, scopes, request):
+        row = _live_access_row(token)
+        if row is None or not set(scopes or ()) <= set(row.scopes.split()):
+            return False
+        request.user, request.scopes = row.account_id, row.scopes.split()
+        request.client = row.client
+        return True
+
+    def validate_user(self, username, password, client, request, *args, **kwargs):
+        return False  # no password grant: users sign in on the consent page
+
+    def introspect_token(self, token, token_type_hint, request, *args, **kwargs):
+        return None
+
+
+def revoke_grant(grant_id: str) -> int:
+    """Revoke every token issued under one authorization code."""
+    return (OAuthToken.update(revoked_at=utcnow())
+            .where((OAuthToken.grant_id == grant_id) & OAuthToken.revoked_at.is_null())
+            .execute())
+
+
+def _live_access_row(token) -> OAuthToken | None:
+    if not isinstance(token, str) or not token.startswith(ACCESS_PREFIX):
+        return None
+    row = OAuthToken.get_or_none(OAuthToken.access_hash == _hash(token))
+    if row is None or row.revoked_at or row.access_revoked_at or row.access_expires_at <= utcnow():
+        return None
+    return row
+
+
+# --- the server ------------------------------------------------------------------------
+
+
+class S256CodeGrant(AuthorizationCodeGrant):
+    """The authorization-code grant with "plain" PKCE removed: only S256 is accepted (and
+    a request without a method, which RFC 7636 reads as plain, is refused)."""
+
+    _code_challenge_methods = {"S256": code_challenge_method_s256}
+
+
+def _access_token(request, refresh_token=False):
+    return ACCESS_PREFIX + secrets.token_urlsafe(32)
+
+
+def _refresh_token(request, refresh_token=False):
+    return REFRESH_PREFIX + secrets.token_urlsafe(32)
+
+
+class Server(AuthorizationEndpoint, TokenEndpoint, RevocationEndpoint):
+    """oauthlib's endpoints for this gateway: authorize, token (code and refresh), revoke."""
+
+    def __init__(self, settings: ProviderSettings):
+        self.settings = settings
+        self.validator = Validator(settings)
+        self.auth_grant = S256CodeGrant(self.validator, post_token=[self.validator.claim_code])
+        self.refresh_grant = RefreshTokenGrant(self.validator)
+        self.bearer = BearerToken(self.validator, token_generator=_access_token,
+                                  expires_in=settings.access_ttl,
+                                  refresh_token_generator=_refresh_token)
+        AuthorizationEndpoint.__init__(self, default_response_type="code",
+                                       response_types={"code": self.auth_grant},
+                                       default_token_type=self.bearer)
+        TokenEndpoint.__init__(self, default_grant_type="authorization_code",
+                               grant_types={"authorization_code": self.auth_grant,
+                                            "refresh_token": self.refresh_grant},
+                               default_token_type=self.bearer)
+        RevocationEndpoint.__init__(self, self.validator,
+                                    supported_token_types=("access_token", "refresh_token"))
+
+
+# --- services --------------------------------------------------------------------------
+
+
+def _check_redirect_uri(uri) -> bool:
+    if not isinstance(uri, str) or len(uri) > 2000 or any(c.isspace() for c in uri):
+        return False
+    parsed = urlparse(uri)
+    return parsed.scheme in ("http", "https") and bool(parsed.netloc) and not parsed.fragment
+
+
+def register_client(name, redirect_uris, scopes=None, *, confidential=True):
+    """Register an application; returns ``(client, secret)``: the secret is shown once
+    (``None`` for a public client, which must rely on PKCE alone)."""
+    problems = []
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 128:
+        problems.append({"field": "name", "problem": "1-128 characters"})
+    if isinstance(redirect_uris, str):
+        redirect_uris = [redirect_uris]
+    if not isinstance(redirect_uris, list) or not 1 <= len(redirect_uris) <= 20 \
+            or not all(_check_redirect_uri(u) for u in redirect_uris):
+        problems.append({"field": "redirect_uris",
+                         "problem": "1-20 absolute http(s) URIs without fragments"})
+    if scopes is None:
+        scopes = list(DEFAULT_SCOPES)
+    elif isinstance(scopes, str):
+        scopes = scopes.replace(",", " ").split()
+    if not isinstance(scopes, list) or not scopes or not all(
+            isinstance(s, str) and s in SCOPES for s in scopes):
+        problems.append({"field": "scopes", "problem": f"a list of: {', '.join(SCOPES)}"})
+    if problems:
+        raise InvalidRequest("Invalid OAuth client", details=problems)
+    secret = CLIENT_SECRET_PREFIX + secrets.token_urlsafe(32) if confidential else None
+    client = OAuthClient.create(
+        client_id=CLIENT_ID_PREFIX + secrets.token_hex(12),
+        secret_hash=_hash(secret) if secret else None, name=name.strip(),
+        redirect_uris="\n".join(dict.fromkeys(redirect_uris)),
+        scopes=" ".join(dict.fromkeys(scopes)), confidential=confidential)
+    return client, secret
+
+
+def list_clients() -> list[OAuthClient]:
+    return list(OAuthClient.select().order_by(OAuthClient.created_at.desc(),
+                                              OAuthClient.client_id))
+
+
+def client_view(client: OAuthClient) -> dict:
+    from gateway.envelope import iso
+
+    return {"client_id": client.client_id, "name": client.name,
+            "redirect_uris": client.redirect_uri_list, "scopes": client.scope_list,
+            "confidential": client.confidential, "created_at": iso(client.created_at)}
+
+
+def get_client(client_id) -> OAuthClient | None:
+    return _client(client_id)
+
+
+# --- the consent form's CSRF token -----------------------------------------------------
+
+
+def csrf_nonce() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def csrf_token(settings: ProviderSettings, nonce: str, client_id: str, now=None) -> str:
+    """The hidden-field token: an HMAC of the cookie's nonce, the client and a timestamp,
+    so a form is bound to the browser that loaded it, to one client, and expires."""
+    issued = str(int(now if now is not None else time.time()))
+    mac = hmac.new(settings.csrf_secret, f"{nonce}|{client_id}|{issued}".encode(),
+                   hashlib.sha256).hexdigest()
+    return f"{issued}.{mac}"
+
+
+def check_csrf(settings: ProviderSettings, nonce, client_id, token) -> bool:
+    if not all(isinstance(v, str) and v for v in (nonce, client_id, token)):
+        return False
+    issued, _, _ = token.partition(".")
+    if not issued.isdigit() or time.time() - int(issued) > settings.csrf_ttl:
+        return False
+    return hmac.compare_digest(csrf_token(settings, nonce, client_id, int(issued)), token)
+
+
+# --- the authenticator -----------------------------------------------------------------
+
+
+class OAuthTokenAuthenticator:
+    """``Authorization: Bearer gwo_...``; rate-limited per client and user together."""
+
+    kind = "oauth"
+
+    def __init__(self, config):
+        self.config = config
+
+    def accepts(self, presented: Presented) -> bool:
+        return presented.token.startswith(ACCESS_PREFIX)
+
+    def authenticate(self, presented: Presented) -> Caller:
+        row = (OAuthToken.select(OAuthToken, Account, Plan)
+               .join(Account)
+               .join(Plan, JOIN.LEFT_OUTER, on=(Account.plan == Plan.name), attr="plan_row")
+               .where(OAuthToken.access_hash == _hash(presented.token))
+               .first())
+        if row is None or row.revoked_at is not None or row.access_revoked_at is not None:
+            raise AuthError("AUTH_FAILED", "Unknown or revoked OAuth access token")
+        if row.access_expires_at <= utcnow():
+            raise AuthError("AUTH_FAILED", "The OAuth access token has expired; refresh it")
+        account = row.account
+        if account.disabled:
+            raise Forbidden("This account is disabled")
+        plan_row = getattr(account, "plan_row", None)
+        if plan_row is not None and plan_row.name is None:  # LEFT JOIN found no plan row
+            plan_row = None
+        return Caller(account.id, account.username,
+                      limits_for(account.plan, plan_row, self.config), self.kind,
+                      f"{row.client_id}:{account.id}", frozenset(row.scopes.split()))
 
 
 def authenticators(config) -> list:
     """Credential kinds this module adds to the middleware, asked after API keys."""
-    return []
+    return [OAuthTokenAuthenticator(config)]
