@@ -37,13 +37,11 @@ from oauthlib.oauth2 import (
 from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 from oauthlib.oauth2.rfc6749.grant_types import AuthorizationCodeGrant
 from oauthlib.oauth2.rfc6749.grant_types.authorization_code import code_challenge_method_s256
-from peewee import JOIN
 
 from metering.db import new_id, utcnow
-from metering.errors import AuthError, Forbidden, InvalidRequest
-from metering.models import Account, Plan
-from metering.plans import limits_for
-from oauth.credentials import Caller, Presented
+from metering.errors import AuthError, InvalidRequest
+from metering.models import Account
+from oauth.credentials import Caller, Presented, caller_for, with_account
 from oauth.provider_models import AuthorizationCode, OAuthClient, OAuthToken
 from oauth.scopes import DEFAULT_SCOPES, SCOPES
 
@@ -490,24 +488,13 @@ class OAuthTokenAuthenticator:
         return presented.token.startswith(ACCESS_PREFIX)
 
     def authenticate(self, presented: Presented) -> Caller:
-        row = (OAuthToken.select(OAuthToken, Account, Plan)
-               .join(Account)
-               .join(Plan, JOIN.LEFT_OUTER, on=(Account.plan == Plan.name), attr="plan_row")
-               .where(OAuthToken.access_hash == _hash(presented.token))
-               .first())
+        row = with_account(OAuthToken, OAuthToken.access_hash == _hash(presented.token))
         if row is None or row.revoked_at is not None or row.access_revoked_at is not None:
             raise AuthError("AUTH_FAILED", "Unknown or revoked OAuth access token")
         if row.access_expires_at <= utcnow():
             raise AuthError("AUTH_FAILED", "The OAuth access token has expired; refresh it")
-        account = row.account
-        if account.disabled:
-            raise Forbidden("This account is disabled")
-        plan_row = getattr(account, "plan_row", None)
-        if plan_row is not None and plan_row.name is None:  # LEFT JOIN found no plan row
-            plan_row = None
-        return Caller(account.id, account.username,
-                      limits_for(account.plan, plan_row, self.config), self.kind,
-                      f"{row.client_id}:{account.id}", frozenset(row.scopes.split()))
+        return caller_for(row, self.config, self.kind, f"{row.client_id}:{row.account_id}",
+                          frozenset(row.scopes.split()))
 
 
 def authenticators(config) -> list:

@@ -27,14 +27,12 @@ import time
 from pathlib import Path
 
 import jwt
-from peewee import JOIN
 
 from gateway.config import ConfigError
 from metering.db import new_id, utcnow, write_transaction
 from metering.errors import AuthError, Forbidden
-from metering.models import Account, Plan
-from metering.plans import limits_for
-from oauth.credentials import Caller, Presented
+from metering.models import Account
+from oauth.credentials import Caller, Presented, caller_for, with_account
 from oauth.session_models import RefreshToken, TokenFamily
 
 ALGORITHM = "HS256"
@@ -238,21 +236,11 @@ class JwtAuthenticator:
 
     def authenticate(self, presented: Presented) -> Caller:
         claims = self.service.decode_access(presented.token)
-        row = (TokenFamily.select(TokenFamily, Account, Plan)
-               .join(Account)
-               .join(Plan, JOIN.LEFT_OUTER, on=(Account.plan == Plan.name), attr="plan_row")
-               .where((TokenFamily.id == claims["fam"]) & (TokenFamily.account == claims["sub"]))
-               .first())
+        row = with_account(TokenFamily, (TokenFamily.id == claims["fam"])
+                           & (TokenFamily.account == claims["sub"]))
         if row is None or row.revoked_at is not None:
             raise AuthError("AUTH_FAILED", "This session has been revoked")
-        account = row.account
-        if account.disabled:
-            raise Forbidden("This account is disabled")
-        plan_row = getattr(account, "plan_row", None)
-        if plan_row is not None and plan_row.name is None:  # LEFT JOIN found no plan row
-            plan_row = None
-        return Caller(account.id, account.username,
-                      limits_for(account.plan, plan_row, self.config), self.kind, row.id)
+        return caller_for(row, self.config, self.kind, row.id)
 
 
 def authenticators(config) -> list:
