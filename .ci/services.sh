@@ -15,3 +15,15 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
 fi
 pg_isready -h 127.0.0.1 -p 5432 -q || { echo "PostgreSQL is not available"; exit 1; }
 redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { echo "Redis is not available"; exit 1; }
+# Headless Chromium and its driver for tests/test_oauth2_browser.py (Debian packages).
+# A failed install does not fail this script: the browser test then fails and says why
+# (or is skipped when GATEWAY_SKIP_BROWSER=1).
+if [ "${GATEWAY_SKIP_BROWSER:-0}" != "1" ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; }; then
+  echo "installing chromium and chromium-driver"
+  if ! { apt-get update -qq >/tmp/gateway-chromium-apt.log 2>&1 \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+         chromium chromium-driver >>/tmp/gateway-chromium-apt.log 2>&1; }; then
+    echo "could not install chromium/chromium-driver (the browser test will fail):"
+    tail -n 5 /tmp/gateway-chromium-apt.log
+  fi
+fi
