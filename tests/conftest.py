@@ -194,3 +194,42 @@ def ledger_sum(account_id):
 
     with dbmod.connection():
         return ledger.ledger_sum(account_id), ledger.balance(account_id)
+
+
+# Asynchronous-action fixtures, shared by the job, webhook and list tests.
+
+@pytest.fixture(scope="session")
+def images():
+    """A loopback product-image host (tests/async_support.py)."""
+    from async_support import image_host
+
+    host = image_host()
+    yield host
+    host.close()
+
+
+@pytest.fixture(scope="session")
+def lconfig(config):
+    """Loopback image hosts are allowed by configuration, in tests only."""
+    return config.replace(outbound_allow_hosts="127.0.0.1", job_heartbeat_s=0.5,
+                          webhook_retry_schedule=(0.3, 0.3, 0.3))
+
+
+@pytest.fixture(scope="session")
+def lapp(lconfig, schema):
+    return make_app(lconfig)
+
+
+@pytest.fixture
+def lclient(lapp):
+    return TestClient(lapp)
+
+
+@pytest.fixture
+def worker(lconfig, schema):
+    """A `gateway worker` subprocess on the cpu and webhooks queues."""
+    from async_support import start_worker, stop_worker
+
+    proc = start_worker(lconfig)
+    yield proc
+    stop_worker(proc)

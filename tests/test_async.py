@@ -9,46 +9,14 @@ import os
 import signal
 import time
 
-import pytest
 from falcon.testing import TestClient
 from PIL import Image
 
-from async_support import burst, image_host, start_worker, stop_worker
+from async_support import burst, start_worker
 from conftest import bearer, ledger_sum, make_app
 from metering import db as dbmod
 
 PRICE = 25
-
-
-@pytest.fixture(scope="module")
-def images():
-    host = image_host()
-    yield host
-    host.close()
-
-
-@pytest.fixture(scope="module")
-def lconfig(config):
-    """Loopback image hosts are allowed by configuration, in tests only."""
-    return config.replace(outbound_allow_hosts="127.0.0.1", job_heartbeat_s=0.5,
-                          webhook_retry_schedule=(0.3, 0.3, 0.3))
-
-
-@pytest.fixture(scope="module")
-def lapp(lconfig, schema):
-    return make_app(lconfig)
-
-
-@pytest.fixture
-def lclient(lapp):
-    return TestClient(lapp)
-
-
-@pytest.fixture
-def worker(lconfig, schema):
-    proc = start_worker(lconfig)
-    yield proc
-    stop_worker(proc)
 
 
 def listing(client, key, url, wait=0, **extra):

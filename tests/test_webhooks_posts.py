@@ -5,37 +5,10 @@ from __future__ import annotations
 
 import time
 
-import pytest
-from falcon.testing import TestClient
 from standardwebhooks import Webhook
 
-from async_support import Receiver, burst, image_host, start_worker, stop_worker
-from conftest import bearer, make_app
-
-
-@pytest.fixture(scope="module")
-def images():
-    host = image_host()
-    yield host
-    host.close()
-
-
-@pytest.fixture(scope="module")
-def lconfig(config):
-    return config.replace(outbound_allow_hosts="127.0.0.1", job_heartbeat_s=0.5,
-                          webhook_retry_schedule=(0.3, 0.3, 0.3))
-
-
-@pytest.fixture
-def lclient(lconfig, schema):
-    return TestClient(make_app(lconfig))
-
-
-@pytest.fixture
-def worker(lconfig, schema):
-    proc = start_worker(lconfig)
-    yield proc
-    stop_worker(proc)
+from async_support import Receiver, burst, start_worker, stop_worker
+from conftest import bearer
 
 
 def run_listing(client, key, images, wait=30, **extra):
