@@ -13,8 +13,10 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
+# The suite runs generation on the CPU, so it installs the gpu extra (torch 2.13.0 is the
+# CPU wheel on this machine's disk; any other torch spec would download CUDA packages).
 install-test: $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,gpu]'
 
 ## make run: gateway + one worker on embedded defaults (SQLite + embedded Redis under ./var)
 run: install

@@ -12,9 +12,9 @@ MAX_IMAGE_BYTES = 15 * 2**20
 MAX_IMAGE_PIXELS = 40_000_000
 
 
-def precheck(data, policy):
+def precheck(data, service):
     """Refuse a URL the worker would refuse, before anything is charged."""
-    policy.check_url(data["product_image_url"], field="product_image_url")
+    service.policy.check_url(data["product_image_url"], field="product_image_url")
 
 
 def perform(ctx, data):

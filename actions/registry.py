@@ -111,7 +111,13 @@ class Action:
     mode: str = "sync"  # sync | async
     ttl_s: int | None = None  # async only: how long it may run before it is failed
     queue: str = "cpu"  # async only: cpu | gpu
-    precheck: Callable | None = None  # (input, outbound policy): refuse before charging
+    # (input, ActionService) -> the normalized input or None: refuse before charging.
+    precheck: Callable | None = None
+    # (input, base price, ActionService) -> credits, for actions priced by their input;
+    # ``pricing_doc`` says how, in ``GET /zapier/v1/actions``.
+    pricing: Callable | None = None
+    pricing_doc: str = ""
+    queue_for: Callable | None = None  # (input) -> queue name, when it depends on the input
 
     def json_schema(self) -> dict:
         props = {f.name: f.json_schema() for f in self.fields}
@@ -184,9 +190,15 @@ class Registry:
 
 def default_registry() -> Registry:
     """Every action the product ships, one module each."""
-    from actions import echo, echo_async, estimate_cost, product_listing
+    from actions import (
+        echo,
+        echo_async,
+        estimate_cost,
+        generate_image,
+        product_listing,
+    )
 
     registry = Registry()
-    for module in (echo, echo_async, estimate_cost, product_listing):
+    for module in (echo, echo_async, estimate_cost, generate_image, product_listing):
         registry.register(module.ACTION)
     return registry

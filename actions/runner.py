@@ -32,8 +32,11 @@ class Outcome:
 
 class ActionService:
     def __init__(self, registry: Registry, config, clock=utcnow, monotonic=time.monotonic,
-                 redis=None, policy=None):
+                 redis=None, policy=None, models=None):
+        from jobs.gpu.catalogue import Catalogue
+
         self.registry = registry
+        self.models = models if models is not None else Catalogue()
         self.config = config
         self.redis = redis
         self.policy = policy
@@ -48,22 +51,42 @@ class ActionService:
             return override
         return self.config.prices.get(name, action.price)
 
+    def quote(self, action, data) -> int:
+        """What this input costs: the action's base price, scaled by its pricing function."""
+        base = self.price_of(action.name)
+        return action.pricing(data, base, self) if action.pricing else base
+
+    def prepare(self, name, body):
+        """Validate and precheck: the action and its normalized input, or INVALID_REQUEST."""
+        action = self.registry.get(name)
+        data = action.validate(body)
+        if action.precheck is not None:
+            data = action.precheck(data, self) or data
+        if data.get("callback_url"):
+            self.policy.check_url(data["callback_url"], field="callback_url")
+        return action, data
+
+    def estimate(self, caller, name, body) -> dict:
+        """The price of an input, without running or charging anything."""
+        action, data = self.prepare(name, body)
+        credits = self.quote(action, data)
+        balance = ledger.balance(caller.account_id)
+        return {"action": action.name, "credits": credits, "baseCredits": self.price_of(name),
+                "pricing": action.pricing_doc or "fixed price per call",
+                "balance": balance, "affordable": balance >= credits}
+
     def catalogue(self) -> list[dict]:
         overrides = plans.price_overrides()
         return [{
             "name": a.name, "title": a.title, "description": a.description,
             "credits": overrides.get(a.name, self.config.prices.get(a.name, a.price)),
+            "pricing": a.pricing_doc or "fixed price per call",
             "async": a.mode == "async", "ttl": a.ttl_s * 1000 if a.ttl_s else None,
             "inputFields": [f.describe() for f in a.fields],
         } for a in self.registry]
 
     def run(self, caller, name, body, *, idempotency_key, request_id, method, path) -> Outcome:
-        action = self.registry.get(name)
-        data = action.validate(body)
-        if action.precheck is not None:
-            action.precheck(data, self.policy)
-        if data.get("callback_url"):
-            self.policy.check_url(data["callback_url"], field="callback_url")
+        action, data = self.prepare(name, body)
         key = idempotency_key
         if key is not None:
             idempotency.check_key(key)
@@ -90,7 +113,7 @@ class ActionService:
             raise
 
     def _execute(self, caller, action, data, claim, request_id) -> Outcome:
-        price = self.price_of(action.name)
+        price = self.quote(action, data)
         ctx = ActionContext(
             account_id=caller.account_id, request_id=request_id, price_of=self.price_of,
             balance=lambda: ledger.balance(caller.account_id), registry=self.registry,
@@ -146,7 +169,9 @@ class ActionService:
                 meta.update(creditsUsed=price, availableCredit=entry.balance_after,
                             txnReceipt=entry.receipt)
             comp = engine.create(caller.account_id, action, data, entry=entry,
-                                 callback_url=callback_url, queue=action.queue, ttl_s=ttl)
+                                 callback_url=callback_url, ttl_s=ttl,
+                                 queue=action.queue_for(data) if action.queue_for
+                                 else action.queue)
             if claim is not None:
                 idempotency.complete(claim, 202, {"data": {}, "meta": meta,
                                                   "composition_uid": comp.uid},

@@ -17,6 +17,7 @@ from actions.runner import ActionService
 from gateway import errors, middleware, openapi
 from gateway.routes import route_table
 from jobs.connection import redis_client, resolve_redis_url
+from jobs.gpu.catalogue import Catalogue
 from jobs.storage import Storage
 from metering import db
 from metering.db import utcnow
@@ -54,7 +55,8 @@ def build_deps(config, *, registry=None, clock=utcnow) -> Deps:
                                        *provider.authenticators(config),
                                        *tokens.authenticators(config)]),
         actions=ActionService(registry, config, clock=clock, redis=redis,
-                              policy=OutboundPolicy.from_config(config)),
+                              policy=OutboundPolicy.from_config(config),
+                              models=Catalogue.from_config(config)),
         registry=registry,
         storage=Storage(config),
     )

@@ -139,12 +139,11 @@ def cmd_worker(config, args):
     compositions whose worker died."""
     import threading
 
-    from rq import SimpleWorker
-
     from jobs import engine, runtime
 
     rt = runtime.install(config)
-    queues = [f"{config.redis_prefix}:{q.strip()}" for q in args.queues.split(",") if q.strip()]
+    queues = [engine.queue_name(config, q)
+              for q in engine.expand_queues(args.queues.split(","), rt.models)]
 
     def reap_forever():
         while True:
@@ -156,7 +155,7 @@ def cmd_worker(config, args):
 
     if not args.burst:
         threading.Thread(target=reap_forever, daemon=True).start()
-    worker = SimpleWorker(queues, connection=rt.redis)
+    worker = engine.RoundRobinSimpleWorker(queues, connection=rt.redis)
     worker.work(burst=args.burst, with_scheduler=not args.burst)
 
 

@@ -79,6 +79,11 @@ class Config:
     job_ttl_s: int = 0  # 0: each action's own ttl; else an override for every action
     default_wait_s: int = 25  # how long an async POST waits for the result by default
     webhook_retry_schedule: tuple = ()  # seconds between retries; empty: about a day
+    models_file: str = ""  # the model catalogue (JSON); empty: DATA_DIR/models.json if any
+    gpu_device: str = "auto"  # auto | cpu | cuda | cuda:N, for generation workers
+    gpu_max_models: int = 1  # pipelines a worker keeps loaded at once
+    gpu_batch_max: int = 1  # queued requests of one model and size run as one batch
+    listing_background_model: str = ""  # a catalogue model for product-listing backgrounds
     # The environment as read at start-up, for the sub-configs of optional parts (OAuth2
     # provider, bearer tokens, social login) that parse their own variables from it.
     settings: Mapping = dataclasses.field(default_factory=dict)
@@ -116,6 +121,11 @@ class Config:
             default_wait_s=_int(env, "DEFAULT_WAIT_SECONDS", 25),
             webhook_retry_schedule=tuple(
                 float(x) for x in (env.get("WEBHOOK_RETRY_SCHEDULE") or "").split(",") if x),
+            models_file=env.get("MODELS_FILE", ""),
+            gpu_device=env.get("GPU_DEVICE") or "auto",
+            gpu_max_models=_int(env, "GPU_MAX_MODELS", 1),
+            gpu_batch_max=_int(env, "GPU_BATCH_MAX", 1),
+            listing_background_model=env.get("LISTING_BACKGROUND_MODEL", ""),
         )
 
     def replace(self, **changes) -> Config:

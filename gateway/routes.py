@@ -33,6 +33,7 @@ def route_table(deps) -> list[tuple[str, object]]:
         ("/zapier/v1/actions", actions.ActionCatalogue(service)),
         ("/zapier/v1/me", actions.Me()),
         ("/zapier/v1/{action}", call),
+        ("/zapier/v1/{action}/estimate", actions.ActionEstimate(service)),
         # Asynchronous results (CONTRACT 6)
         ("/zapier/v1/compositions", compositions.CompositionList(config, redis)),
         ("/zapier/v1/compositions/{uid}", compositions.CompositionItem(config, redis)),

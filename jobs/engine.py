@@ -17,7 +17,7 @@ import os
 import socket
 import threading
 
-from rq import Queue
+from rq import Queue, SimpleWorker
 from rq.job import Job
 
 from jobs import events, webhooks
@@ -41,6 +41,32 @@ class JobExpired(Exception):
 
 def queue_name(config, queue: str) -> str:
     return f"{config.redis_prefix}:{queue}"
+
+
+def gpu_queue(model_id: str) -> str:
+    """Generation jobs queue per model, so queue lengths are per model (``/getQueuesLength``)
+    and a GPU worker can batch the requests waiting for the model it has loaded."""
+    return f"gpu.{model_id}"
+
+
+def expand_queues(names, models) -> list[str]:
+    """``gpu`` stands for every model's queue (and the plain one)."""
+    out = []
+    for name in (n.strip() for n in names):
+        if name == "gpu":
+            out += [gpu_queue(m.id) for m in models] + ["gpu"]
+        elif name:
+            out.append(name)
+    return list(dict.fromkeys(out))
+
+
+class RoundRobinSimpleWorker(SimpleWorker):
+    """No fork per job (a loaded model stays loaded) and the queues served in turn, so one
+    busy model's queue cannot starve the others."""
+
+    def reorder_queues(self, reference_queue):
+        pos = self._ordered_queues.index(reference_queue)
+        self._ordered_queues = self._ordered_queues[pos + 1:] + self._ordered_queues[:pos + 1]
 
 
 def create(account_id, action, data, *, entry, callback_url, queue, ttl_s) -> Composition:
@@ -130,8 +156,15 @@ class JobContext:
         self.deadline = comp.deadline_at
         self.config = rt.config
         self.policy = rt.policy
+        self.models = rt.models
         self._rt = rt
         self._storage = rt.storage
+        self._last_percent = None
+
+    @property
+    def pipelines(self):
+        """The worker's pipeline cache (loads torch on first use)."""
+        return self._rt.pipelines
 
     def save(self, name, data: bytes) -> str:
         return self._storage.save(self.uid, name, data)
@@ -145,6 +178,9 @@ class JobContext:
             raise JobCancelled()
         if utcnow() > self.deadline:
             raise JobExpired()
+        if percent == self._last_percent:  # a checkpoint only: nothing new to tell
+            return
+        self._last_percent = percent
         Composition.update(progress=percent).where(
             (Composition.uid == self.uid) & (Composition.status == R)).execute()
         events.publish(self._rt.redis, self.config.redis_prefix, self.uid, R, percent)

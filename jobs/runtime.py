@@ -22,12 +22,25 @@ class Runtime:
     storage: object
     policy: object
     heartbeat_s: float
+    models: object = None  # the model catalogue (jobs.gpu.catalogue.Catalogue)
+    _pipelines: object = None
+
+    @property
+    def pipelines(self):
+        """The process's pipeline cache, made on first use so cpu-only workers never
+        import torch."""
+        if self._pipelines is None:
+            from jobs.gpu.loader import PipelineCache
+
+            self._pipelines = PipelineCache(self.config.gpu_device, self.config.gpu_max_models)
+        return self._pipelines
 
 
 def install(config, *, registry=None, redis=None) -> Runtime:
     from actions.outbound import OutboundPolicy
     from actions.registry import default_registry
     from jobs.connection import redis_client, resolve_redis_url
+    from jobs.gpu.catalogue import Catalogue
     from jobs.storage import Storage
     from metering import db
 
@@ -41,6 +54,7 @@ def install(config, *, registry=None, redis=None) -> Runtime:
             storage=Storage(config),
             policy=OutboundPolicy.from_config(config),
             heartbeat_s=config.job_heartbeat_s,
+            models=Catalogue.from_config(config),
         )
         return _current
 

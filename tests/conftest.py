@@ -233,3 +233,56 @@ def worker(lconfig, schema):
     proc = start_worker(lconfig)
     yield proc
     stop_worker(proc)
+
+
+# Generation fixtures: a tiny random-weight diffusers pipeline built and saved by the
+# product's own `make_tiny`, served through a models.json catalogue like an operator's.
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """``models.json`` with two tiny models (``tiny``, and ``tiny-b`` with its own weights)."""
+    import json
+
+    from jobs.gpu.tiny import catalogue_entry, make_tiny
+
+    root = tmp_path_factory.mktemp("models")
+    entries = [catalogue_entry("tiny", make_tiny(root / "tiny", seed=0)),
+               {**catalogue_entry("tiny-b", make_tiny(root / "tiny-b", seed=1)),
+                "priceFactor": 2.0, "maxBatchSize": 2}]
+    path = root / "models.json"
+    path.write_text(json.dumps({"models": entries}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def gconfig(lconfig, tiny_models):
+    return lconfig.replace(models_file=str(tiny_models))
+
+
+@pytest.fixture(scope="session")
+def gapp(gconfig, schema):
+    return make_app(gconfig)
+
+
+@pytest.fixture
+def gclient(gapp):
+    return TestClient(gapp)
+
+
+@pytest.fixture
+def gworker(gconfig, schema):
+    """A `gateway worker` subprocess on the gpu (every model's queue) and webhooks queues."""
+    from async_support import start_worker, stop_worker
+
+    proc = start_worker(gconfig, queues="gpu,webhooks", MODELS_FILE=gconfig.models_file)
+    yield proc
+    stop_worker(proc)
+
+
+@pytest.fixture
+def gen_account(client, make_account):
+    """``make(credits)`` -> (account_id, key) on a plan that polling tests cannot exhaust."""
+    resp = client.simulate_put("/admin/plans/gen-fast", headers=ADMIN,
+                               json={"perMinute": 100000, "perDay": 1000000})
+    assert resp.status_code in (200, 201), resp.text
+    return lambda credits=0: make_account(credits=credits, plan="gen-fast")

@@ -42,6 +42,24 @@ class ActionCall:
         answer(req, resp, comp, self.config, self.redis, **outcome.meta)
 
 
+class ActionEstimate:
+    """What an action would cost for this input, without running it or charging anything.
+
+    The input is validated exactly as the call would be, so a 200 here means the call
+    would be accepted (credits permitting)."""
+
+    scope = "actions:read"
+
+    openapi_tag = "Actions"
+
+    def __init__(self, service):
+        self.service = service
+
+    def on_post(self, req, resp, action):
+        ok(req, resp, self.service.estimate(req.context.caller, action, json_body(req)),
+           action=action)
+
+
 class MissingActionName:
     """``POST /zapier/v1`` with no action: a clear MISSING_ACTION rather than a 404."""
 

@@ -1,0 +1,90 @@
+"""``generate-image`` (seed 003 "Generate Image"): pictures from a prompt on a GPU worker.
+
+Priced by the work it asks for: the base price buys one 512x512 image at 20 steps, scaled
+by pixels x steps x batchSize x the model's price factor (rounded up, at least 1 credit).
+The request is checked against the model's limits before anything is charged; a failed,
+timed-out or cancelled generation is refunded once.
+"""
+
+from __future__ import annotations
+
+from actions import generation_common as gen
+from actions.registry import Action, Field
+from jobs.engine import gpu_queue
+
+
+def precheck(data, service):
+    spec = gen.resolve_model(data, service)
+    batch = data.setdefault("batchSize", 1)
+    if batch > spec.max_batch:
+        raise gen.InvalidRequest(
+            f"batchSize: at most {spec.max_batch} for {spec.id}",
+            details=[{"field": "batchSize", "problem": f"must be 1-{spec.max_batch}"}])
+    strength = data.get("subseed_strength") or 0
+    if strength > 0 and data.get("subseed") is None:
+        data["subseed"] = gen.secrets.randbelow(gen.SEED_MAX + 1)
+    return data
+
+
+def image_request(data):
+    from jobs.gpu.pipeline import ImageRequest
+
+    return ImageRequest(
+        prompt=data["prompt"], negative_prompt=data.get("negprompt") or "",
+        width=data["width"], height=data["height"], steps=data["steps"], seed=data["seed"],
+        cfg_scale=float(data["cfgscale"]), sampler=data["sampler"],
+        subseed=data.get("subseed"), subseed_strength=float(data.get("subseed_strength") or 0),
+        batch=data.get("batchSize", 1))
+
+
+def perform(ctx, data):
+    from jobs.gpu.pipeline import generate_images, truncated_words
+
+    spec = ctx.models.get(data["modelName"])
+    ctx.progress(1)
+    pipe = ctx.pipelines.get(spec)
+    ctx.progress(5)
+    images = generate_images(ctx.pipelines, spec, [image_request(data)],
+                             gen.step_reporter(ctx))[0]
+    ignored = truncated_words(pipe.tokenizer, data["prompt"])
+    outputs = []
+    for index, image in enumerate(images):
+        url = ctx.save(f"image-{index}.png", gen.png(image))
+        outputs.append({"type": "image", "url": url, "format": "png", "width": image.width,
+                        "height": image.height, "seed": data["seed"] + index,
+                        "model": spec.id, "ignoredWords": ignored})
+    posts = [{"cardPoster": o["url"], "deliverable": o, "platform": "web",
+              "postFormat": "image", "contentType": "generated-image",
+              "searchText": data["prompt"][:500]} for o in outputs]
+    return {"outputs": outputs, "posts": posts}
+
+
+ACTION = Action(
+    name="generate-image",
+    title="Generate image",
+    description="Generates images from a prompt with a diffusion model on a GPU worker "
+                "(AIMG parameters). Priced by pixels x steps x batch; refunded if it fails "
+                "or is cancelled.",
+    price=4,
+    mode="async",
+    ttl_s=600,
+    queue="gpu",
+    queue_for=lambda data: gpu_queue(data["modelName"]),
+    precheck=precheck,
+    pricing=lambda data, base, service: gen.price(data, base, service,
+                                                  count=data.get("batchSize", 1)),
+    pricing_doc="base credits x (width x height / 512x512) x (steps / 20) x batchSize x the "
+                "model's priceFactor, rounded up, at least 1",
+    fields=(
+        *gen.PROMPT_FIELDS,
+        Field("subseed", type="integer", minimum=0, maximum=gen.SEED_MAX,
+              help="Variation seed, mixed into the seed's noise by subseed_strength."),
+        Field("subseed_strength", type="number", minimum=0, maximum=1,
+              help="0: the seed's picture; 1: the subseed's; between: a variation."),
+        *gen.SIZE_FIELDS,
+        Field("batchSize", type="integer", minimum=1, maximum=8, label="Batch size",
+              help="Images to generate (seeds seed, seed+1, ...); at most the model's "
+                   "maxBatchSize."),
+    ),
+    perform=perform,
+)
