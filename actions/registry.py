@@ -195,10 +195,12 @@ def default_registry() -> Registry:
         echo_async,
         estimate_cost,
         generate_image,
+        generate_video,
         product_listing,
     )
 
     registry = Registry()
-    for module in (echo, echo_async, estimate_cost, generate_image, product_listing):
+    for module in (echo, echo_async, estimate_cost, generate_image, generate_video,
+                   product_listing):
         registry.register(module.ACTION)
     return registry

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from gateway.config import Config
 
@@ -157,6 +158,52 @@ def cmd_worker(config, args):
         threading.Thread(target=reap_forever, daemon=True).start()
     worker = engine.RoundRobinSimpleWorker(queues, connection=rt.redis)
     worker.work(burst=args.burst, with_scheduler=not args.burst)
+
+
+def cmd_models(config, args):
+    """The model catalogue: write a tiny pipeline, list the models, load them to check."""
+    from jobs.gpu.catalogue import Catalogue
+
+    if args.models_command == "make-tiny":
+        from jobs.gpu.tiny import catalogue_entry, make_tiny
+
+        directory = make_tiny(Path(args.directory).resolve(), seed=args.seed)
+        entry = catalogue_entry(args.id, directory)
+        print(f"wrote a tiny random-weight pipeline to {directory}")
+        if not args.register:
+            _print({"models": [entry]})
+            return 0
+        path = Path(config.models_file or config.data_dir / "models.json")
+        models = []
+        if path.exists():
+            Catalogue.from_file(path)  # an existing file must be valid before we add to it
+            models = json.loads(path.read_text())["models"]
+        models = [m for m in models if m.get("id") != args.id] + [entry]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"models": models}, indent=2) + "\n")
+        Catalogue.from_file(path)  # refuse to leave a file the gateway would not start with
+        print(f"registered model {args.id!r} in {path}; restart the gateway and its workers")
+        return 0
+    catalogue = Catalogue.from_config(config)
+    if args.models_command == "list":
+        _print({"source": catalogue.source, "models": catalogue.to_json()})
+        return 0
+    from jobs.gpu.loader import PipelineCache
+
+    cache = PipelineCache(config.gpu_device, max_models=len(catalogue) or 1)
+    failed = 0
+    for spec in catalogue:
+        if args.ids and spec.id not in args.ids:
+            continue
+        try:
+            cache.get(spec)
+        except Exception as exc:
+            failed += 1
+            print(f"{spec.id}: FAILED {getattr(exc, 'message', exc)}")
+    for info in cache.loaded:
+        print(f"{info['model']}: loaded {info['class']} on {info['device']} {info['dtype']} "
+              f"in {info['seconds']}s from {info['path']}")
+    return 1 if failed else 0
 
 
 def cmd_reap(config, args):
@@ -328,6 +375,19 @@ def parser() -> argparse.ArgumentParser:
                          help="no client secret (PKCE only), for apps that cannot keep one")
     osub.add_parser("list")
     oauth_clients.set_defaults(fn=cmd_oauth_clients)
+
+    models = sub.add_parser("models", help="generation models (MODELS_FILE)")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    tiny = msub.add_parser("make-tiny", help="write a tiny random-weight SD pipeline to DIR "
+                           "and register it in the model file")
+    tiny.add_argument("directory")
+    tiny.add_argument("--id", default="tiny")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--no-register", dest="register", action="store_false")
+    msub.add_parser("list", help="the catalogue as /getModels shows it")
+    mcheck = msub.add_parser("check", help="load each model on this machine's device")
+    mcheck.add_argument("ids", nargs="*")
+    models.set_defaults(fn=cmd_models)
 
     cleanup = sub.add_parser("cleanup", help="purge expired idempotency records")
     cleanup.set_defaults(fn=cmd_cleanup)

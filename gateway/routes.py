@@ -6,6 +6,7 @@ from gateway.resources import (
     accounts,
     actions,
     admin,
+    aimg,
     compositions,
     credits,
     hooks,
@@ -68,4 +69,6 @@ def route_table(deps) -> list[tuple[str, object]]:
         *oauth2.routes(deps),
         *sessions.routes(deps),
         *social.routes(deps),
+        # AIMG compatibility routes (seed 003; CONTRACT 9)
+        *aimg.routes(deps),
     ]

@@ -45,6 +45,9 @@ def make_tiny(directory, *, seed: int = 0, sample_size: int = 32) -> Path:
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    from jobs.gpu.loader import _quiet_libraries
+
+    _quiet_libraries()
     directory = Path(directory)
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(

@@ -1,0 +1,354 @@
+"""AIMG compatibility routes (seed 003): ``/generateImage``, ``/generateVideo``,
+``/getItemStatus``, ``/getModels``, ``/getQueuesLength``, ``/getSamplePrompts``.
+
+Thin aliases: the POSTs run the ``generate-image`` and ``generate-video`` actions through
+the same ``ActionService.run`` as ``POST /zapier/v1/{action}`` (same validation, price,
+debit, idempotency and ``meta``), and every status is read from the same composition
+record; only the shape inside ``data`` is the seed's (GenerationStatus, Model, Prompt).
+See docs/GENERATION.md, "AIMG routes".
+"""
+
+from __future__ import annotations
+
+import json
+
+from rq import Queue
+
+from gateway import metrics
+from gateway.envelope import ok
+from gateway.resources.common import base_url, json_body
+from gateway.resources.compositions import STATUSES, wait_for, wait_seconds
+from jobs import engine
+from jobs.gpu import prompts
+from jobs.models import Composition
+from metering.errors import InvalidRequest, NotFound
+
+MTYPES = {"generate-image": "image", "generate-video": "video"}
+TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
+
+# --- OpenAPI schemas (seed 003 objects) ----------------------------------------------------
+
+NULL_STR = {"type": ["string", "null"]}
+GENERATION_STATUS = {
+    "type": "object",
+    "required": ["imageID", "status", "ignoredWords", "mtype"],
+    "properties": {
+        "imageID": {"type": "string", "description": "The item id (the composition uid)."},
+        "folderID": {**NULL_STR, "description": "The folderID sent with the request."},
+        "status": {"enum": list(STATUSES)},
+        "ignoredWords": {"type": "string",
+                         "description": "Prompt words past the model's text window."},
+        "mtype": {"enum": ["image", "video"]},
+        "url": {**NULL_STR, "description": "The image (or video file) once completed."},
+        "urls": {"type": "array", "items": {"type": "string"},
+                 "description": "Every image of a batch (videos: every file format)."},
+        "queuePosition": {"type": ["integer", "null"], "minimum": 1},
+        "progress": {"type": "integer", "minimum": 0, "maximum": 100},
+        "frames": {"type": "array", "description": "Videos only.", "items": {
+            "type": "object", "required": ["frameCount", "frameNumber", "frameUrl"],
+            "properties": {"frameCount": {"type": "integer"},
+                           "frameNumber": {"type": "integer"},
+                           "frameUrl": {"type": "string"}}}},
+        "error": {"type": ["object", "null"], "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"}}},
+        "txnReceipt": NULL_STR,
+        "refundReceipt": NULL_STR,
+    },
+}
+MODEL = {"type": "object", "required": ["modelID", "name", "mediaType"], "properties": {
+    "modelID": {"type": "string"}, "name": {"type": "string"},
+    "description": {"type": "string"}, "mediaType": {"type": "string"},
+    "minSteps": {"type": "integer"}, "maxSteps": {"type": "integer"},
+    "allowedWidths": {"type": "array", "items": {"type": "integer"}},
+    "allowedHeights": {"type": "array", "items": {"type": "integer"}},
+    "maxResolution": {"type": "integer"},
+    "defaultResolution": {"type": "array", "items": {"type": "integer"}},
+    "allowedSamplers": {"type": "array", "items": {"type": "string"}},
+    "defaultSampler": {"type": "string"}, "minCfgScale": {"type": "number"},
+    "maxCfgScale": {"type": "number"}}}
+QUEUE = {"type": "object", "required": ["modelID", "queueID", "queueLength"], "properties": {
+    "modelID": {"type": "string"}, "queueID": {"type": "string"},
+    "queueLength": {"type": "integer", "minimum": 0}}}
+PROMPT = {"type": "object", "required": ["positivePrompt"], "properties": {
+    "positivePrompt": {"type": "string"}, "negativePrompt": {"type": "string"}}}
+
+ERROR = {"description": "Error envelope (see error.code)",
+         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+LIMITED = {"description": "RATE_LIMITED; see Retry-After",
+           "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+RATE_HEADERS = {h: {"$ref": f"#/components/headers/{h}"} for h in (
+    "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "X-Request-ID")}
+
+
+def _success(description, data_schema) -> dict:
+    return {"description": description, "headers": RATE_HEADERS,
+            "content": {"application/json": {"schema": {"allOf": [
+                {"$ref": "#/components/schemas/Success"},
+                {"type": "object", "properties": {"data": data_schema}}]}}}}
+
+
+def _responses(method, codes) -> dict:
+    return {method: {**codes, "429": LIMITED, "default": ERROR}}
+
+
+GENERATE_RESPONSES = _responses("post", {
+    "200": _success("The item already ended (status completed, failed or cancelled)",
+                    GENERATION_STATUS),
+    "202": _success("Accepted: queued or running; poll GET /getItemStatus?imageID=",
+                    GENERATION_STATUS)})
+WAIT_QUERY = {"name": "wait", "in": "query", "required": False,
+              "description": "Seconds to wait for the end (0-60; also Prefer: wait=N). "
+                             "Default 0: AIMG clients poll.",
+              "schema": {"type": "integer", "minimum": 0, "maximum": 60}}
+MODEL_IDS_QUERY = {"name": "modelIDs", "in": "query", "required": False,
+                   "description": "Comma-separated model ids to keep (default: all).",
+                   "schema": {"type": "string"}}
+
+
+# --- GenerationStatus ------------------------------------------------------------------------
+
+
+def status_url(req, config, uid) -> str:
+    return f"{base_url(req, config)}/getItemStatus?imageID={uid}"
+
+
+def generation_status(comp, redis) -> dict:
+    """The seed-003 GenerationStatus of one generation composition."""
+    mtype = MTYPES.get(comp.action, "image")
+    try:
+        folder = json.loads(comp.input).get("folderID")
+    except (TypeError, ValueError, AttributeError):
+        folder = None
+    outputs = json.loads(comp.outputs or "[]")
+    images = [o for o in outputs if o.get("type") == "image"]
+    videos = [o for o in outputs if o.get("type") == "video"]
+    frames = sorted((o for o in outputs if o.get("type") == "frame"),
+                    key=lambda o: o.get("frameNumber", 0))
+    files = images if mtype == "image" else videos
+    ignored = next((o.get("ignoredWords") for o in outputs if o.get("ignoredWords")), "")
+    if isinstance(ignored, list):
+        ignored = " ".join(map(str, ignored))
+    out = {
+        "imageID": comp.uid,
+        "folderID": folder,
+        "status": comp.status,
+        "ignoredWords": ignored or "",
+        "mtype": mtype,
+        "url": files[0]["url"] if files else None,
+        "urls": [o["url"] for o in files],
+        "queuePosition": (engine.queue_position(redis, comp.uid)
+                          if comp.status == Composition.QUEUED else None),
+        "progress": comp.progress,
+        "error": json.loads(comp.error) if comp.error else None,
+        "txnReceipt": comp.receipt,
+        "refundReceipt": comp.refund_receipt,
+    }
+    if mtype == "video":
+        count = len(frames)
+        out["frames"] = [{"frameCount": o.get("frameCount", count),
+                          "frameNumber": o.get("frameNumber", i), "frameUrl": o["url"]}
+                         for i, o in enumerate(frames)]
+    return out
+
+
+def answer_status(req, resp, comp, config, redis, **meta):
+    """200 when the item ended, 202 (with Location and Retry-After) while it waits or runs."""
+    data = generation_status(comp, redis)
+    status = 200 if comp.status in Composition.FINAL else 202
+    if status == 202:
+        resp.set_header("Location", status_url(req, config, comp.uid))
+        resp.set_header("Retry-After", "2")
+    ok(req, resp, data, status, **meta)
+
+
+def _model_ids(req) -> list[str] | None:
+    raw = req.get_param("modelIDs")
+    if raw is None or not raw.strip():
+        return None
+    return [m.strip() for m in raw.split(",") if m.strip()]
+
+
+def _filtered(catalogue, ids):
+    return [m for m in catalogue if ids is None or m.id in ids]
+
+
+# --- resources ------------------------------------------------------------------------------
+
+
+class Generate:
+    """Shared by /generateImage and /generateVideo: run the action, answer GenerationStatus."""
+
+    scope = "actions:run"
+    openapi_tag = "AIMG"
+    openapi_query = {"post": [WAIT_QUERY]}
+    openapi_responses = GENERATE_RESPONSES
+    action = ""
+
+    def __init__(self, deps):
+        self.deps = deps
+        self.config, self.redis = deps.config, deps.redis
+
+    def on_post(self, req, resp):
+        body = json_body(req)
+        wait = wait_seconds(req, 0)
+        # The action route's path: the same Idempotency-Key on either route is one request.
+        outcome = self.deps.actions.run(
+            req.context.caller, self.action, body,
+            idempotency_key=req.get_header("Idempotency-Key"),
+            request_id=req.context.request_id, method="POST",
+            path=f"/zapier/v1/{self.action}")
+        if outcome.replayed:
+            resp.set_header("Idempotent-Replayed", "true")
+            metrics.IDEMPOTENT_REPLAYS.inc()
+        elif outcome.meta.get("txnReceipt"):
+            metrics.DEBITS.labels(self.action).inc()
+            metrics.CREDITS_DEBITED.labels(self.action).inc(outcome.meta["creditsUsed"])
+        if outcome.composition_uid is None:  # not an asynchronous action: its own answer
+            ok(req, resp, outcome.data, outcome.status, **outcome.meta)
+            return
+        comp = wait_for(self.redis, self.config.redis_prefix, req.context.caller.account_id,
+                        outcome.composition_uid, wait)
+        answer_status(req, resp, comp, self.config, self.redis, **outcome.meta)
+
+
+class GenerateImage(Generate):
+    """Generate an image (AIMG): runs the generate-image action, answers a GenerationStatus.
+
+    Body fields as the generate-image action (prompt, negprompt, modelName, steps, seed,
+    subseed, subseed_strength, height, width, sampler, cfgscale, restoreFaces, folderID,
+    batchSize); the same price, debit, refund and Idempotency-Key as POST
+    /zapier/v1/generate-image. Answers 202 while queued or running (default wait 0), then
+    poll GET /getItemStatus?imageID=."""
+
+    action = "generate-image"
+    openapi_body = {"post": {"type": "object", "required": ["prompt"], "properties": {
+        "prompt": {"type": "string"}, "negprompt": {"type": "string"},
+        "modelName": {"type": "string"}, "steps": {"type": "integer"},
+        "seed": {"type": "integer"}, "subseed": {"type": "integer"},
+        "subseed_strength": {"type": "number"}, "height": {"type": "integer"},
+        "width": {"type": "integer"}, "sampler": {"type": "string"},
+        "cfgscale": {"type": "number"}, "restoreFaces": {"type": "boolean"},
+        "folderID": {"type": "string"}, "batchSize": {"type": "integer"}}}}
+
+
+class GenerateVideo(Generate):
+    """Generate a video (AIMG): runs the generate-video action, answers a GenerationStatus.
+
+    Body fields as the generate-video action (the generate-image fields plus frames, fps,
+    strength and format); the same price, debit, refund and Idempotency-Key as POST
+    /zapier/v1/generate-video. When completed, url is the animated file and frames lists
+    every frame (frameCount, frameNumber, frameUrl)."""
+
+    action = "generate-video"
+    openapi_body = {"post": {"type": "object", "required": ["prompt"], "properties": {
+        "prompt": {"type": "string"}, "negprompt": {"type": "string"},
+        "modelName": {"type": "string"}, "steps": {"type": "integer"},
+        "seed": {"type": "integer"}, "height": {"type": "integer"},
+        "width": {"type": "integer"}, "sampler": {"type": "string"},
+        "cfgscale": {"type": "number"}, "restoreFaces": {"type": "boolean"},
+        "folderID": {"type": "string"}, "frames": {"type": "integer"},
+        "fps": {"type": "integer"}, "strength": {"type": "number"},
+        "format": {"type": "string"}}}}
+
+
+class ItemStatus:
+    """The GenerationStatus of one of your items (AIMG getItemStatus).
+
+    imageID is the id from /generateImage or /generateVideo (a composition uid). Another
+    account's id, or a composition that is not a generation, is 404 NOT_FOUND."""
+
+    scope = "actions:read"
+    openapi_tag = "AIMG"
+    openapi_query = {"get": [
+        {"name": "imageID", "in": "query", "required": True, "schema": {"type": "string"}},
+        WAIT_QUERY]}
+    openapi_responses = _responses("get", {
+        "200": _success("The item ended (completed, failed or cancelled)", GENERATION_STATUS),
+        "202": _success("Still queued or running", GENERATION_STATUS)})
+
+    def __init__(self, deps):
+        self.config, self.redis = deps.config, deps.redis
+
+    def on_get(self, req, resp):
+        uid = (req.get_param("imageID") or "").strip()
+        if not uid:
+            raise InvalidRequest("imageID is required",
+                                 details=[{"field": "imageID", "problem": "is required"}])
+        account_id = req.context.caller.account_id
+        seconds = wait_seconds(req, 0)
+        comp = engine.get(account_id, uid)  # 404 for another tenant's id
+        if comp.action not in MTYPES:
+            raise NotFound("No such item")
+        if seconds:
+            comp = wait_for(self.redis, self.config.redis_prefix, account_id, uid, seconds)
+        answer_status(req, resp, comp, self.config, self.redis)
+
+
+class Models:
+    """The generation models and their limits (AIMG getModels), in the operator's order."""
+
+    scope = "actions:read"
+    openapi_tag = "AIMG"
+    openapi_query = {"get": [MODEL_IDS_QUERY]}
+    openapi_responses = _responses("get", {
+        "200": _success("Model objects", {"type": "array", "items": MODEL})})
+
+    def __init__(self, deps):
+        self.models = deps.actions.models
+
+    def on_get(self, req, resp):
+        ok(req, resp, [m.describe() for m in _filtered(self.models, _model_ids(req))])
+
+
+class QueuesLength:
+    """Jobs waiting in each model's generation queue (AIMG getQueuesLength).
+
+    queueID is the model's queue; queueLength counts the jobs queued there, not the ones
+    already running."""
+
+    scope = "actions:read"
+    openapi_tag = "AIMG"
+    openapi_query = {"get": [MODEL_IDS_QUERY]}
+    openapi_responses = _responses("get", {
+        "200": _success("One entry per model", {"type": "array", "items": QUEUE})})
+
+    def __init__(self, deps):
+        self.models, self.config, self.redis = deps.actions.models, deps.config, deps.redis
+
+    def on_get(self, req, resp):
+        out = []
+        for model in _filtered(self.models, _model_ids(req)):
+            queue_id = engine.gpu_queue(model.id)
+            queue = Queue(engine.queue_name(self.config, queue_id), connection=self.redis)
+            out.append({"modelID": model.id, "queueID": queue_id, "queueLength": queue.count})
+        ok(req, resp, out)
+
+
+class SamplePrompts:
+    """Sample prompts (AIMG getSamplePrompts); randomOne=true returns one at random."""
+
+    scope = "actions:read"
+    openapi_tag = "AIMG"
+    openapi_query = {"get": [{"name": "randomOne", "in": "query", "required": False,
+                              "schema": {"type": "boolean", "default": False}}]}
+    openapi_responses = _responses("get", {
+        "200": _success("Prompt objects", {"type": "array", "items": PROMPT})})
+
+    def on_get(self, req, resp):
+        raw = (req.get_param("randomOne") or "").strip().lower()
+        if raw not in TRUE + FALSE:
+            raise InvalidRequest("randomOne must be true or false",
+                                 details=[{"field": "randomOne", "problem": "must be a boolean"}])
+        ok(req, resp, [prompts.random_prompt()] if raw in TRUE else prompts.sample_prompts())
+
+
+def routes(deps) -> list[tuple[str, object]]:
+    return [
+        ("/generateImage", GenerateImage(deps)),
+        ("/generateVideo", GenerateVideo(deps)),
+        ("/getItemStatus", ItemStatus(deps)),
+        ("/getModels", Models(deps)),
+        ("/getQueuesLength", QueuesLength(deps)),
+        ("/getSamplePrompts", SamplePrompts()),
+    ]
