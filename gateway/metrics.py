@@ -25,11 +25,43 @@ RATE_LIMIT_FAIL_OPEN = Counter("gateway_ratelimit_fail_open_total",
 IDEMPOTENT_REPLAYS = Counter("gateway_idempotent_replays_total", "Idempotent replays served")
 
 
-def render() -> tuple[bytes, str]:
+class StateCollector:
+    """Gauges read at scrape time from the stores that own them, not counted in-process:
+    queue depths from Redis (every gateway and worker process sees the same queues) and
+    composition outcomes from the database (workers are separate processes)."""
+
+    def __init__(self, queue_depths, outcomes):
+        self.queue_depths, self.outcomes = queue_depths, outcomes
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        depth = GaugeMetricFamily("gateway_queue_depth", "Jobs waiting in an RQ queue",
+                                  labels=["queue"])
+        for name, count in self.queue_depths().items():
+            depth.add_metric([name], count)
+        yield depth
+        jobs = GaugeMetricFamily("gateway_compositions", "Compositions by action and status",
+                                 labels=["action", "status"])
+        for (action, status), count in self.outcomes().items():
+            jobs.add_metric([action, status], count)
+        yield jobs
+
+
+def render(state: StateCollector | None = None) -> tuple[bytes, str]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(DEFAULT_REGISTRY), CONTENT_TYPE_LATEST
+        body = generate_latest(registry)
+    else:
+        body = generate_latest(DEFAULT_REGISTRY)
+    if state is not None:
+        extra = CollectorRegistry()
+        extra.register(state)
+        try:
+            body += generate_latest(extra)
+        except Exception:  # a store being down must not hide the process metrics
+            pass
+    return body, CONTENT_TYPE_LATEST

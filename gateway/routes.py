@@ -26,7 +26,7 @@ def route_table(deps) -> list[tuple[str, object]]:
         # Operations
         ("/health", ops.Health()),
         ("/health/ready", ops.Ready(deps.redis)),
-        ("/metrics", ops.Metrics()),
+        ("/metrics", ops.Metrics(deps.redis, config, deps.actions.models)),
         ("/openapi.json", ops.OpenAPI(lambda req: deps.openapi(req))),
         # Actions (CONTRACT 6)
         ("/zapier/v1", actions.MissingActionName()),

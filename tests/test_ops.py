@@ -143,6 +143,19 @@ def test_metrics_count_requests_and_debits(client, make_account):
     assert after == before + 1
 
 
+def test_metrics_show_queue_depth_and_compositions(client, make_account):
+    """Queue depth comes from Redis and outcomes from the database, at scrape time."""
+    _, key = make_account(credits=5)
+    for _ in range(2):
+        resp = client.simulate_post("/zapier/v1/echo-async", json={"message": "m"},
+                                    headers=bearer(key), params={"wait": "0"})
+        assert resp.status_code == 202
+    text = client.simulate_get("/metrics").text
+    assert _sample(text, "gateway_queue_depth", queue="cpu") == 2
+    assert _sample(text, "gateway_queue_depth", queue="webhooks") == 0
+    assert _sample(text, "gateway_compositions", action="echo-async", status="queued") == 2
+
+
 @pytest.mark.slow
 def test_metrics_aggregate_across_gunicorn_workers(config, schema, tmp_path):
     from prometheus_client.multiprocess import MultiProcessCollector

@@ -74,12 +74,42 @@ def _check(fn) -> dict:
 
 
 class Metrics:
+    """Prometheus text: requests, latency, debits, rate limiting (all gunicorn processes),
+    plus queue depths (Redis) and compositions by action and status (database)."""
+
     auth = NONE
-    uses_db = False
     openapi_tag = "Operations"
 
+    def __init__(self, redis=None, config=None, models=None):
+        self.redis, self.config, self.models = redis, config, models
+
     def on_get(self, req, resp):
-        resp.data, resp.content_type = metrics.render()
+        state = None
+        if self.redis is not None:
+            state = metrics.StateCollector(self._queue_depths, _outcomes)
+        resp.data, resp.content_type = metrics.render(state)
+
+    def _queue_depths(self) -> dict:
+        from rq import Queue
+
+        from jobs import engine
+
+        names = engine.expand_queues(["cpu", "gpu", "webhooks"], self.models or ())
+        pipe = self.redis.pipeline()
+        for name in names:
+            pipe.llen(Queue.redis_queue_namespace_prefix + engine.queue_name(self.config, name))
+        return dict(zip(names, pipe.execute(), strict=True))
+
+
+def _outcomes() -> dict:
+    from peewee import fn
+
+    from jobs.models import Composition
+
+    rows = (Composition.select(Composition.action, Composition.status,
+                               fn.COUNT(Composition.uid).alias("n"))
+            .group_by(Composition.action, Composition.status).tuples())
+    return {(action, status): n for action, status, n in rows}
 
 
 class OpenAPI:
