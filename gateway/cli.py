@@ -267,7 +267,18 @@ def cmd_serve(config, args):
         print(f"  {note}")
     print(f"  try:  curl -H 'Authorization: Bearer <API key>' {url}/zapier/v1/me")
     print(f"        curl -X POST -H 'Authorization: Bearer <API key>' -H 'Content-Type: "
-          f"application/json' -d '{{\"message\":\"hi\"}}' {url}/zapier/v1/echo\n", flush=True)
+          f"application/json' -d '{{\"message\":\"hi\"}}' {url}/zapier/v1/echo", flush=True)
+    from jobs.gpu.catalogue import Catalogue
+
+    models = [m.id for m in Catalogue.from_config(config)]
+    if models:
+        print(f"  generation models: {', '.join(models)}  (GET {url}/getModels)")
+        print(f"        curl -X POST -H 'Authorization: Bearer <API key>' -H 'Content-Type: "
+              f"application/json' -d '{{\"prompt\":\"a lighthouse\"}}' "
+              f"'{url}/zapier/v1/generate-image?wait=30'\n", flush=True)
+    else:
+        print("  no generation models yet: see README \"Generation models\" "
+              "(gateway models make-tiny)\n", flush=True)
 
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from prometheus_client import (
@@ -63,5 +64,6 @@ def render(state: StateCollector | None = None) -> tuple[bytes, str]:
         try:
             body += generate_latest(extra)
         except Exception:  # a store being down must not hide the process metrics
-            pass
+            logging.getLogger(__name__).warning("queue/composition gauges unavailable",
+                                                exc_info=True)
     return body, CONTENT_TYPE_LATEST

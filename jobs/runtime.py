@@ -30,9 +30,14 @@ class Runtime:
         """The process's pipeline cache, made on first use so cpu-only workers never
         import torch."""
         if self._pipelines is None:
-            from jobs.gpu.loader import PipelineCache
+            from jobs.gpu.loader import ModelUnavailable, PipelineCache
 
-            self._pipelines = PipelineCache(self.config.gpu_device, self.config.gpu_max_models)
+            try:
+                self._pipelines = PipelineCache(self.config.gpu_device,
+                                                self.config.gpu_max_models)
+            except ImportError:
+                raise ModelUnavailable("This worker cannot run models: install the gpu extra "
+                                       "(pip install -e '.[gpu]')") from None
         return self._pipelines
 
 
