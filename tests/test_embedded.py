@@ -61,3 +61,56 @@ def test_serve_on_embedded_defaults(tmp_path):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
         stop_embedded_redis(tmp_path)
+
+
+def test_generation_on_embedded_defaults(tmp_path):
+    """The README's laptop path: make-tiny, serve, generate-image on SQLite + embedded Redis."""
+    import io
+
+    from PIL import Image
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "REDIS_URL", "ADMIN_KEY", "REDIS_PREFIX", "MODELS_FILE")}
+    env.update(DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT), LOG_LEVEL="WARNING")
+    made = subprocess.run([sys.executable, "-m", "gateway.cli", "models", "make-tiny",
+                           str(tmp_path / "models" / "tiny")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--bind", f"127.0.0.1:{port}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    lines = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "generation models:" in line or "no generation models" in line:
+                break
+        out = "".join(lines)
+        assert "generation models: tiny" in out, out
+        key = re.search(r"API key: (gwk_\S+)", out).group(1)
+        auth = {"Authorization": f"Bearer {key}"}
+        for _ in range(100):
+            try:
+                if requests.get(url + "/health", timeout=3).status_code == 200:
+                    break
+            except (requests.ConnectionError, requests.Timeout):
+                time.sleep(0.1)
+        resp = requests.post(url + "/zapier/v1/generate-image?wait=60", headers=auth,
+                             json={"prompt": "a lighthouse", "width": 64, "height": 96,
+                                   "seed": 7}, timeout=90)
+        assert resp.status_code == 200, resp.text
+        comp = resp.json()["data"]["composition"]
+        assert comp["status"] == "completed", comp["error"]
+        png = requests.get(comp["outputs"][0]["url"], timeout=10)
+        assert png.headers["Content-Type"] == "image/png"
+        assert Image.open(io.BytesIO(png.content)).size == (64, 96)
+        assert resp.json()["meta"]["availableCredit"] == 999
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        stop_embedded_redis(tmp_path)
