@@ -118,6 +118,12 @@ class Action:
     pricing: Callable | None = None
     pricing_doc: str = ""
     queue_for: Callable | None = None  # (input) -> queue name, when it depends on the input
+    # Optional batching (jobs.engine, GPU_BATCH_MAX > 1): queued jobs with equal
+    # ``batch_key(input)`` (None: never batched) run as one ``perform_batch(batch, inputs)``
+    # -> a result or an exception per job; ``batch_fits(ctx, inputs)`` caps a batch's size.
+    batch_key: Callable | None = None
+    perform_batch: Callable | None = None
+    batch_fits: Callable | None = None
 
     def json_schema(self) -> dict:
         props = {f.name: f.json_schema() for f in self.fields}

@@ -188,6 +188,8 @@ class Generate:
     def __init__(self, deps):
         self.deps = deps
         self.config, self.redis = deps.config, deps.redis
+        if self.action in deps.registry:  # the body is the action's own input schema
+            self.openapi_body = {"post": deps.registry.get(self.action).json_schema()}
 
     def on_post(self, req, resp):
         body = json_body(req)
@@ -222,14 +224,6 @@ class GenerateImage(Generate):
     poll GET /getItemStatus?imageID=."""
 
     action = "generate-image"
-    openapi_body = {"post": {"type": "object", "required": ["prompt"], "properties": {
-        "prompt": {"type": "string"}, "negprompt": {"type": "string"},
-        "modelName": {"type": "string"}, "steps": {"type": "integer"},
-        "seed": {"type": "integer"}, "subseed": {"type": "integer"},
-        "subseed_strength": {"type": "number"}, "height": {"type": "integer"},
-        "width": {"type": "integer"}, "sampler": {"type": "string"},
-        "cfgscale": {"type": "number"}, "restoreFaces": {"type": "boolean"},
-        "folderID": {"type": "string"}, "batchSize": {"type": "integer"}}}}
 
 
 class GenerateVideo(Generate):
@@ -241,15 +235,6 @@ class GenerateVideo(Generate):
     every frame (frameCount, frameNumber, frameUrl)."""
 
     action = "generate-video"
-    openapi_body = {"post": {"type": "object", "required": ["prompt"], "properties": {
-        "prompt": {"type": "string"}, "negprompt": {"type": "string"},
-        "modelName": {"type": "string"}, "steps": {"type": "integer"},
-        "seed": {"type": "integer"}, "height": {"type": "integer"},
-        "width": {"type": "integer"}, "sampler": {"type": "string"},
-        "cfgscale": {"type": "number"}, "restoreFaces": {"type": "boolean"},
-        "folderID": {"type": "string"}, "frames": {"type": "integer"},
-        "fps": {"type": "integer"}, "strength": {"type": "number"},
-        "format": {"type": "string"}}}}
 
 
 class ItemStatus:
