@@ -37,15 +37,10 @@ def image_request(data):
         batch=data.get("batchSize", 1))
 
 
-def perform(ctx, data):
-    from jobs.gpu.pipeline import generate_images, truncated_words
+def _result(ctx, spec, data, images, pipe, batch=None) -> dict:
+    """Save one composition's images; its outputs and posts."""
+    from jobs.gpu.pipeline import truncated_words
 
-    spec = ctx.models.get(data["modelName"])
-    ctx.progress(1)
-    pipe = ctx.pipelines.get(spec)
-    ctx.progress(5)
-    images = generate_images(ctx.pipelines, spec, [image_request(data)],
-                             gen.step_reporter(ctx))[0]
     ignored = truncated_words(pipe.tokenizer, data["prompt"])
     outputs = []
     for index, image in enumerate(images):
@@ -53,10 +48,62 @@ def perform(ctx, data):
         outputs.append({"type": "image", "url": url, "format": "png", "width": image.width,
                         "height": image.height, "seed": data["seed"] + index,
                         "model": spec.id, "ignoredWords": ignored})
+        if batch is not None:
+            outputs[-1]["batch"] = batch
     posts = [{"cardPoster": o["url"], "deliverable": o, "platform": "web",
               "postFormat": "image", "contentType": "generated-image",
               "searchText": data["prompt"][:500]} for o in outputs]
     return {"outputs": outputs, "posts": posts}
+
+
+def perform(ctx, data):
+    from jobs.gpu.pipeline import generate_images
+
+    spec = ctx.models.get(data["modelName"])
+    ctx.progress(1)
+    pipe = ctx.pipelines.get(spec)
+    ctx.progress(5)
+    images = generate_images(ctx.pipelines, spec, [image_request(data)],
+                             gen.step_reporter(ctx))[0]
+    return _result(ctx, spec, data, images, pipe)
+
+
+def batch_key(data):
+    """Requests that can share one pipeline call: same model, size, steps, sampler, cfg."""
+    return image_request(data).batch_key(data["modelName"])
+
+
+def batch_fits(ctx, inputs) -> bool:
+    """At most the model's maxBatchSize or GPU_BATCH_MAX images in one call, whichever is
+    larger (one request alone always runs)."""
+    spec = ctx.models.get(inputs[0]["modelName"])
+    images = sum(d.get("batchSize", 1) for d in inputs)
+    return images <= max(spec.max_batch, ctx.config.gpu_batch_max)
+
+
+def perform_batch(batch, inputs):
+    """One pipeline call for every member of ``batch`` (an ``engine.Batch``); each output
+    records the batch it was made in: ``{"id", "jobs", "images"}``."""
+    from jobs.gpu.pipeline import generate_images
+
+    lead = batch[0]
+    spec = lead.models.get(inputs[0]["modelName"])
+    batch.progress(1)
+    pipe = lead.pipelines.get(spec)
+    batch.progress(5)
+    requests = [image_request(d) for d in inputs]
+    images = generate_images(lead.pipelines, spec, requests, gen.step_reporter(batch))
+    info = {"id": batch.id, "jobs": len(batch), "images": sum(r.batch for r in requests)}
+    results = []
+    for ctx, data, own in zip(batch, inputs, images, strict=True):
+        if ctx.stopped is not None:  # cancelled or expired during the run: nothing saved
+            results.append(ctx.stopped)
+            continue
+        try:
+            results.append(_result(ctx, spec, data, own, pipe, info))
+        except Exception as exc:
+            results.append(exc)
+    return results
 
 
 ACTION = Action(
@@ -87,4 +134,7 @@ ACTION = Action(
                    "maxBatchSize."),
     ),
     perform=perform,
+    batch_key=batch_key,
+    batch_fits=batch_fits,
+    perform_batch=perform_batch,
 )

@@ -156,6 +156,13 @@ def cmd_worker(config, args):
 
     if not args.burst:
         threading.Thread(target=reap_forever, daemon=True).start()
+    if any(q.split(".")[0] == "gpu" for q in args.queues.split(",")):
+        # One such worker per GPU (CUDA_VISIBLE_DEVICES or GPU_DEVICE=cuda:N): it runs one
+        # pipeline at a time, and batches requests instead of running them side by side.
+        print(f"gpu worker: device={config.gpu_device} "
+              f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')} "
+              f"batch_max={config.gpu_batch_max} max_models={config.gpu_max_models} "
+              f"memory_limit_mb={config.gpu_memory_limit_mb or 'none'}", file=sys.stderr)
     worker = engine.RoundRobinSimpleWorker(queues, connection=rt.redis)
     worker.work(burst=args.burst, with_scheduler=not args.burst)
 

@@ -83,6 +83,7 @@ class Config:
     gpu_device: str = "auto"  # auto | cpu | cuda | cuda:N, for generation workers
     gpu_max_models: int = 1  # pipelines a worker keeps loaded at once
     gpu_batch_max: int = 1  # queued requests of one model and size run as one batch
+    gpu_memory_limit_mb: int = 0  # 0: none; else the memory a worker may use past its models
     listing_background_model: str = ""  # a catalogue model for product-listing backgrounds
     # The environment as read at start-up, for the sub-configs of optional parts (OAuth2
     # provider, bearer tokens, social login) that parse their own variables from it.
@@ -125,6 +126,7 @@ class Config:
             gpu_device=env.get("GPU_DEVICE") or "auto",
             gpu_max_models=_int(env, "GPU_MAX_MODELS", 1),
             gpu_batch_max=_int(env, "GPU_BATCH_MAX", 1),
+            gpu_memory_limit_mb=_int(env, "GPU_MEMORY_LIMIT_MB", 0),
             listing_background_model=env.get("LISTING_BACKGROUND_MODEL", ""),
         )
 

@@ -160,6 +160,7 @@ class JobContext:
         self._rt = rt
         self._storage = rt.storage
         self._last_percent = None
+        self.stopped = None  # in a batch: the JobCancelled/JobExpired that took it out
 
     @property
     def pipelines(self):
@@ -196,15 +197,25 @@ def _heartbeat(uid, interval, stop: threading.Event):
             log.exception("heartbeat failed for %s", uid)
 
 
+def _claim(uid, now) -> bool:
+    """queued -> running, for exactly one process."""
+    return bool(Composition.update(status=R, started_at=now, heartbeat_at=now,
+                                   worker=f"{socket.gethostname()}:{os.getpid()}")
+                .where((Composition.uid == uid) & (Composition.status == Q)).execute())
+
+
+def _start_heartbeat(uid, rt) -> threading.Event:
+    stop = threading.Event()
+    threading.Thread(target=_heartbeat, args=(uid, rt.heartbeat_s, stop), daemon=True).start()
+    return stop
+
+
 def run_composition(uid: str) -> str:
     """The RQ task. Safe to run twice: only the run that moves it from queued starts it."""
     rt = current()
     with connection():
         now = utcnow()
-        started = (Composition.update(status=R, started_at=now, heartbeat_at=now,
-                                      worker=f"{socket.gethostname()}:{os.getpid()}")
-                   .where((Composition.uid == uid) & (Composition.status == Q)).execute())
-        if not started:
+        if not _claim(uid, now):
             return "skipped"
         comp = Composition.get_by_id(uid)
         if now > comp.deadline_at:
@@ -212,36 +223,160 @@ def run_composition(uid: str) -> str:
                    message="The composition waited in the queue past its ttl")
             _after(uid, rt)
             return "expired"
+        action = _batch_action(comp, rt)
+        if action is not None:
+            return _run_batch([comp, *_claim_companions(comp, action, rt)], action, rt)
         events.publish(rt.redis, rt.config.redis_prefix, uid, R, 0)
-        stop = threading.Event()
-        beat = threading.Thread(target=_heartbeat, args=(uid, rt.heartbeat_s, stop), daemon=True)
-        beat.start()
+        stop = _start_heartbeat(uid, rt)
         try:
             action = rt.registry.get(comp.action)
             result = action.perform(JobContext(comp, rt), json.loads(comp.input))
-            with database.atomic():
-                if finish(uid, Composition.COMPLETED, outputs=result.get("outputs", [])):
-                    _create_posts(comp, result.get("posts", []))
-            outcome = "completed"
-        except JobCancelled:
-            finish(uid, Composition.CANCELLED, code="CANCELLED", message="Cancelled while running")
-            outcome = "cancelled"
-        except JobExpired:
-            finish(uid, Composition.FAILED, code="TIMEOUT", message="Ran past its ttl")
-            outcome = "timeout"
+            outcome = _conclude(comp, result)
         except Exception as exc:  # the action failed: the caller gets a clear error and a refund
-            code = getattr(exc, "code", None) or "ACTION_FAILED"
-            message = getattr(exc, "message", None) or "The action failed"
-            if code == "ACTION_FAILED":
-                log.exception("composition %s failed", uid)
-            if type(exc).__name__ == "JobTimeoutException":
-                code, message = "TIMEOUT", "Ran past its ttl"
-            finish(uid, Composition.FAILED, code=code, message=message)
-            outcome = "failed"
+            outcome = _conclude(comp, error=exc)
         finally:
             stop.set()
         _after(uid, rt)
         return outcome
+
+
+def _conclude(comp, result=None, error=None) -> str:
+    """Finish a composition that ran: completed with its result, or ended by ``error``."""
+    uid = comp.uid
+    if error is None:
+        with database.atomic():
+            if finish(uid, Composition.COMPLETED, outputs=result.get("outputs", [])):
+                _create_posts(comp, result.get("posts", []))
+        return "completed"
+    if isinstance(error, JobCancelled):
+        finish(uid, Composition.CANCELLED, code="CANCELLED", message="Cancelled while running")
+        return "cancelled"
+    if isinstance(error, JobExpired):
+        finish(uid, Composition.FAILED, code="TIMEOUT", message="Ran past its ttl")
+        return "timeout"
+    code = getattr(error, "code", None) or "ACTION_FAILED"
+    message = getattr(error, "message", None) or "The action failed"
+    if code == "ACTION_FAILED":
+        log.error("composition %s failed", uid, exc_info=error)
+    if type(error).__name__ == "JobTimeoutException":
+        code, message = "TIMEOUT", "Ran past its ttl"
+    finish(uid, Composition.FAILED, code=code, message=message)
+    return "failed"
+
+
+# Batching (GPU_BATCH_MAX > 1): the worker that starts a composition of a batchable action
+# also claims compatible compositions waiting in the same RQ queue, runs them as one
+# ``perform_batch`` call, then finishes each on its own (outputs, posts, refund, webhooks).
+
+BATCH_SCAN = 200  # how far down the queue a worker looks for companions
+
+
+class Batch(list):
+    """The ``JobContext`` of each member of one batched run, checkpointed together.
+
+    A member that is cancelled or runs past its ttl drops out (its ``stopped`` is set and
+    whatever the run makes for it is discarded); the run stops when no member is left.
+    """
+
+    def __init__(self, ctxs, batch_id):
+        super().__init__(ctxs)
+        self.id = batch_id
+
+    @property
+    def live(self) -> list[JobContext]:
+        return [ctx for ctx in self if ctx.stopped is None]
+
+    def progress(self, percent: int) -> None:
+        for ctx in self.live:
+            try:
+                ctx.progress(percent)
+            except (JobCancelled, JobExpired) as exc:
+                ctx.stopped = exc
+        if not self.live:
+            raise self[0].stopped
+
+
+def _batch_action(comp, rt):
+    """The composition's action when it may run batched on this worker, else None."""
+    if rt.config.gpu_batch_max <= 1:
+        return None
+    try:
+        action = rt.registry.get(comp.action)
+        if action.batch_key and action.perform_batch \
+                and action.batch_key(json.loads(comp.input)) is not None:
+            return action
+    except Exception:  # the plain path runs it, or fails it with a clear error
+        log.exception("could not tell whether %s can be batched", comp.uid)
+    return None
+
+
+def _claim_companions(comp, action, rt) -> list[Composition]:
+    """Claim (queued -> running, the same conditional UPDATE as a worker's) up to
+    ``GPU_BATCH_MAX - 1`` queued compositions of the same queue whose batch key matches,
+    in queue order, and take their jobs off the RQ queue."""
+    claimed = []
+    try:
+        inputs = [json.loads(comp.input)]
+        key = action.batch_key(inputs[0])
+        queue = Queue(queue_name(rt.config, comp.queue), connection=rt.redis)
+        ids = [i for i in queue.get_job_ids(0, BATCH_SCAN) if i != comp.uid]
+        if not ids:
+            return []
+        waiting = {c.uid: c for c in Composition.select().where(
+            Composition.uid.in_(ids) & (Composition.status == Q)
+            & (Composition.action == comp.action))}
+        leader, now = JobContext(comp, rt), utcnow()
+        for job_id in ids:
+            if len(claimed) + 1 >= rt.config.gpu_batch_max:
+                break
+            row = waiting.get(job_id)
+            if row is None or row.deadline_at < now:
+                continue  # an expired one is failed (and refunded) by its own run
+            data = json.loads(row.input)
+            if action.batch_key(data) != key:
+                continue
+            if action.batch_fits and not action.batch_fits(leader, [*inputs, data]):
+                continue
+            if not _claim(job_id, utcnow()):
+                continue  # another worker or a cancel got there first
+            with contextlib.suppress(Exception):  # tidy only: its run would skip itself
+                queue.remove(job_id)
+                Job.fetch(job_id, connection=rt.redis).delete(remove_from_queue=False)
+            row.status = R
+            claimed.append(row)
+            inputs.append(data)
+    except Exception:  # batching is an optimisation: run with what was claimed so far
+        log.exception("could not gather a batch for %s", comp.uid)
+    return claimed
+
+
+def _run_batch(comps, action, rt) -> str:
+    batch = Batch([JobContext(c, rt) for c in comps], new_id("bat", 10))
+    stops = []
+    for comp in comps:
+        events.publish(rt.redis, rt.config.redis_prefix, comp.uid, R, 0)
+        stops.append(_start_heartbeat(comp.uid, rt))
+    try:
+        try:
+            results = list(action.perform_batch(batch, [json.loads(c.input) for c in comps]))
+            if len(results) != len(comps):
+                raise RuntimeError("perform_batch returned the wrong number of results")
+        except Exception as exc:  # the whole run failed: every member gets the error
+            results = [exc] * len(comps)
+        outcomes = []
+        for ctx, comp, result in zip(batch, comps, results, strict=True):
+            error = ctx.stopped or (result if isinstance(result, BaseException) else None)
+            try:
+                outcomes.append(_conclude(comp, None if error else result, error))
+            except Exception as exc:  # e.g. its outputs could not be recorded
+                outcomes.append(_conclude(comp, error=exc))
+    finally:
+        for stop in stops:
+            stop.set()
+    for comp in comps:
+        _after(comp.uid, rt)
+    log.info("batch %s of %d: %s", batch.id, len(comps), ", ".join(outcomes))
+    return outcomes[0] if len(comps) == 1 else f"batch {batch.id}: {', '.join(outcomes)}"
 
 
 def _create_posts(comp, posts):

@@ -34,7 +34,8 @@ class Runtime:
 
             try:
                 self._pipelines = PipelineCache(self.config.gpu_device,
-                                                self.config.gpu_max_models)
+                                                self.config.gpu_max_models,
+                                                self.config.gpu_memory_limit_mb)
             except ImportError:
                 raise ModelUnavailable("This worker cannot run models: install the gpu extra "
                                        "(pip install -e '.[gpu]')") from None

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 
 from jobs.gpu.catalogue import SAMPLERS
-from jobs.gpu.loader import free_memory
+from jobs.gpu.loader import is_out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +47,6 @@ class ImageRequest:
     def batch_key(self, model_id) -> tuple:
         """Requests with the same key can share one pipeline call."""
         return (model_id, self.width, self.height, self.steps, self.sampler, self.cfg_scale)
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    import torch
-
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, (RuntimeError, MemoryError)) and (
-        "out of memory" in text or "can't allocate memory" in text
-        or isinstance(exc, MemoryError))
 
 
 def _scheduler(pipe, sampler):
@@ -104,7 +93,12 @@ def _generators(device, seeds):
 
 
 def _run(cache, call: Callable):
-    """Run one pipeline call on the device, turning failures into public codes."""
+    """Run one pipeline call on the device, turning failures into public codes.
+
+    After an out-of-memory error the failed call's tensors are released (outside the
+    handler, whose traceback still holds them) and other resident models are unloaded,
+    so the worker goes on to its next job.
+    """
     from jobs.engine import JobCancelled, JobExpired
 
     with cache.run_lock:
@@ -113,15 +107,14 @@ def _run(cache, call: Callable):
         except (JobCancelled, JobExpired):
             raise
         except Exception as exc:
-            if is_out_of_memory(exc):
-                log.error("out of memory on %s: %s", cache.device, exc)
-                free_memory()
-                raise GenerationFailed(
-                    "OUT_OF_MEMORY", "The generation ran out of memory on the worker; try a "
-                    "smaller size or batch") from None
-            log.exception("pipeline failed")
-            raise GenerationFailed("GENERATION_FAILED",
-                                   "The model failed while generating") from None
+            if not is_out_of_memory(exc):
+                log.exception("pipeline failed")
+                raise GenerationFailed("GENERATION_FAILED",
+                                       "The model failed while generating") from None
+            log.error("out of memory on %s: %s", cache.device, exc)
+        cache.after_out_of_memory()
+        raise GenerationFailed("OUT_OF_MEMORY", "The generation ran out of memory on the "
+                               "worker; try a smaller size or batch")
 
 
 def generate_images(cache, spec, requests: list[ImageRequest], on_step=None, *,
