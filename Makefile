@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: run test install install-test lint services bench bench-jobs clean
+.PHONY: run test install install-test lint services bench bench-jobs bench-gen clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ bench: install-test services
 
 bench-jobs: install-test services
 	$(BIN)/python bench/jobs_bench.py
+
+## make bench-gen: image generation, the pipeline called directly vs through HTTP + RQ
+bench-gen: install-test services
+	$(BIN)/python bench/gen_bench.py
 
 lint:
 	$(BIN)/ruff check .
