@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import threading
+import time
 
 from rq import Queue, SimpleWorker
 from rq.job import Job
@@ -29,6 +30,15 @@ from metering.errors import Conflict, InvalidRequest, NotFound
 
 log = logging.getLogger(__name__)
 Q, R = Composition.QUEUED, Composition.RUNNING
+
+
+# How often a running job's checkpoints read the cancel flag from its row and write its
+# progress there; between, cancels arrive through a Redis flag and progress as events.
+CHECKPOINT_DB_S = 0.25
+
+
+def cancel_flag(prefix, uid) -> str:
+    return f"{prefix}:cancel:{uid}"
 
 
 class JobCancelled(Exception):
@@ -142,6 +152,8 @@ def cancel(account_id, uid, redis, prefix) -> Composition:
     else:
         Composition.update(cancel_requested=1).where(
             (Composition.uid == uid) & (Composition.status == R)).execute()
+        with contextlib.suppress(Exception):  # the fast path; the row above is the truth
+            redis.set(cancel_flag(prefix, uid), 1, ex=max(60, comp.ttl_s))
     comp = Composition.get_by_id(uid)
     events.publish(redis, prefix, uid, comp.status, comp.progress)
     return comp
@@ -160,6 +172,7 @@ class JobContext:
         self._rt = rt
         self._storage = rt.storage
         self._last_percent = None
+        self._last_db = -CHECKPOINT_DB_S  # the first checkpoint reads and writes the row
         self.stopped = None  # in a batch: the JobCancelled/JobExpired that took it out
 
     @property
@@ -171,20 +184,39 @@ class JobContext:
         return self._storage.save(self.uid, name, data)
 
     def progress(self, percent: int) -> None:
-        """Report progress; also the checkpoint where cancellation and ttl take effect."""
+        """Report progress; also the checkpoint where cancellation and ttl take effect.
+
+        Called after every denoising step, so it must be cheap: a cancel is seen through
+        its Redis flag at once (one EXISTS), and through the database row (the truth,
+        should the flag be lost) at most every ``CHECKPOINT_DB_S``; the row's progress is
+        written at that pace too, while every change is published as an event.
+        """
         percent = max(0, min(99, int(percent)))
-        row = (Composition.select(Composition.cancel_requested)
-               .where(Composition.uid == self.uid).first())
-        if row is not None and row.cancel_requested:
+        now = time.monotonic()
+        due = now - self._last_db >= CHECKPOINT_DB_S
+        if self._cancel_flagged() or (due and self._cancel_recorded()):
             raise JobCancelled()
         if utcnow() > self.deadline:
             raise JobExpired()
         if percent == self._last_percent:  # a checkpoint only: nothing new to tell
             return
         self._last_percent = percent
-        Composition.update(progress=percent).where(
-            (Composition.uid == self.uid) & (Composition.status == R)).execute()
+        if due:
+            self._last_db = now
+            Composition.update(progress=percent).where(
+                (Composition.uid == self.uid) & (Composition.status == R)).execute()
         events.publish(self._rt.redis, self.config.redis_prefix, self.uid, R, percent)
+
+    def _cancel_flagged(self) -> bool:
+        try:
+            return bool(self._rt.redis.exists(cancel_flag(self.config.redis_prefix, self.uid)))
+        except Exception:  # Redis may lose things; the row is checked on its own schedule
+            return False
+
+    def _cancel_recorded(self) -> bool:
+        row = (Composition.select(Composition.cancel_requested)
+               .where(Composition.uid == self.uid).first())
+        return row is not None and bool(row.cancel_requested)
 
 
 def _heartbeat(uid, interval, stop: threading.Event):
