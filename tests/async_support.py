@@ -158,3 +158,40 @@ def stop_worker(proc):
             proc.kill()
     with contextlib.suppress(ProcessLookupError):  # the RQ scheduler child, if it outlived
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+# Polling compositions through the HTTP app, shared by the job and generation tests.
+
+FINAL = ("completed", "failed", "cancelled")
+
+
+def poll(client, key, uid, until=FINAL, timeout=20, min_progress=-1):
+    """The composition once its status is in ``until`` (and its progress > min_progress)."""
+    from conftest import bearer
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        comp = client.simulate_get(f"/zapier/v1/compositions/{uid}",
+                                   headers=bearer(key)).json["data"]["composition"]
+        if comp["status"] in until and comp["progress"] > min_progress:
+            return comp
+        assert comp["status"] not in FINAL or comp["status"] in until, comp
+        time.sleep(0.1)  # accounts on the default plan may make 60 requests a minute
+    raise AssertionError(f"composition {uid} stayed {comp['status']} ({comp['progress']}%)")
+
+
+def cancel_while_running(client, key, uid, *, min_progress, timeout=60):
+    """Wait until the job is running past ``min_progress``, cancel it; the view before."""
+    from conftest import bearer
+
+    comp = poll(client, key, uid, until=("running",), timeout=timeout,
+                min_progress=min_progress)
+    cancel = client.simulate_post(f"/zapier/v1/compositions/{uid}/cancel", headers=bearer(key))
+    assert cancel.status_code in (200, 202), cancel.json
+    return comp
+
+
+def output_path(config, url):
+    """Where the gateway stores an output it serves at ``url`` (``/outputs/<uid>/<name>``)."""
+    uid, name = url.rsplit("/", 2)[-2:]
+    return config.data_dir / "outputs" / uid / name

@@ -10,6 +10,7 @@ import io
 import pytest
 from PIL import Image
 
+from async_support import output_path
 from conftest import bearer, ledger_sum
 
 SEED_FIELDS = {"imageID", "folderID", "status", "ignoredWords", "mtype", "url",
@@ -19,9 +20,8 @@ GPU_QUEUES = ("gpu.tiny", "gpu.tiny-b")
 SMALL = {"modelName": "tiny", "width": 64, "height": 64, "steps": 2}
 
 
-def fetch_output(gconfig, url):
-    uid, name = url.rsplit("/", 2)[-2:]
-    return (gconfig.data_dir / "outputs" / uid / name).read_bytes()
+def fetch_output(gconfig, url) -> bytes:
+    return output_path(gconfig, url).read_bytes()
 
 
 def generate(client, key, body, path="/generateImage", headers=None, **params):

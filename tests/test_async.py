@@ -12,7 +12,7 @@ import time
 from falcon.testing import TestClient
 from PIL import Image
 
-from async_support import burst, start_worker
+from async_support import burst, poll, start_worker
 from conftest import bearer, ledger_sum, make_app
 from metering import db as dbmod
 
@@ -24,17 +24,6 @@ def listing(client, key, url, wait=0, **extra):
             "product_description": "High DPI gaming mouse", "vendor": "TechCo", **extra}
     return client.simulate_post("/zapier/v1/generate-product-listing", json=body,
                                 params={"wait": str(wait)}, headers=bearer(key))
-
-
-def poll(client, key, uid, until=("completed", "failed", "cancelled"), timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        comp = client.simulate_get(f"/zapier/v1/compositions/{uid}",
-                                   headers=bearer(key)).json["data"]["composition"]
-        if comp["status"] in until:
-            return comp
-        time.sleep(0.1)
-    raise AssertionError(f"composition {uid} stayed {comp['status']}")
 
 
 def refunds_of(account_id, receipt):

@@ -13,34 +13,43 @@ from conftest import ROOT, free_port
 from jobs.connection import stop_embedded_redis
 
 
-def test_serve_on_embedded_defaults(tmp_path):
-    port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "REDIS_URL", "ADMIN_KEY", "REDIS_PREFIX")}
-    env.update(DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT), LOG_LEVEL="WARNING")
+def _serve(tmp_path, env, port, stop_at):
+    """Start ``gateway serve`` and read its banner up to a line containing ``stop_at``."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--bind", f"127.0.0.1:{port}"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
     lines = []
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if "try:" in line:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if any(marker in line for marker in stop_at):
+            break
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if requests.get(url + "/health", timeout=3).status_code == 200:
                 break
-        out = "".join(lines)
+        except (requests.ConnectionError, requests.Timeout):
+            time.sleep(0.1)
+    return proc, url, "".join(lines)
+
+
+def _embedded_env(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "REDIS_URL", "ADMIN_KEY", "REDIS_PREFIX", "MODELS_FILE")}
+    env.update(DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT), LOG_LEVEL="WARNING")
+    return env
+
+
+def test_serve_on_embedded_defaults(tmp_path):
+    port = free_port()
+    proc, url, out = _serve(tmp_path, _embedded_env(tmp_path), port, ("try:",))
+    try:
         key = re.search(r"API key: (gwk_\S+)", out).group(1)
         admin = re.search(r"admin key \(from .*\): (\S+)", out).group(1)
         assert f"listening on {url}" in out
-        for _ in range(100):
-            try:
-                if requests.get(url + "/health", timeout=3).status_code == 200:
-                    break
-            except (requests.ConnectionError, requests.Timeout):
-                time.sleep(0.1)
 
         me = requests.get(url + "/zapier/v1/me", headers={"Authorization": f"Bearer {key}"})
         assert me.status_code == 200 and me.json()["data"]["balance"] == 1000
@@ -69,37 +78,17 @@ def test_generation_on_embedded_defaults(tmp_path):
 
     from PIL import Image
 
-    port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "REDIS_URL", "ADMIN_KEY", "REDIS_PREFIX", "MODELS_FILE")}
-    env.update(DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT), LOG_LEVEL="WARNING")
+    env = _embedded_env(tmp_path)
     made = subprocess.run([sys.executable, "-m", "gateway.cli", "models", "make-tiny",
                            str(tmp_path / "models" / "tiny")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert made.returncode == 0, made.stderr
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--bind", f"127.0.0.1:{port}"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    lines = []
+    proc, url, out = _serve(tmp_path, env, free_port(),
+                            ("generation models:", "no generation models"))
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if "generation models:" in line or "no generation models" in line:
-                break
-        out = "".join(lines)
         assert "generation models: tiny" in out, out
         key = re.search(r"API key: (gwk_\S+)", out).group(1)
         auth = {"Authorization": f"Bearer {key}"}
-        for _ in range(100):
-            try:
-                if requests.get(url + "/health", timeout=3).status_code == 200:
-                    break
-            except (requests.ConnectionError, requests.Timeout):
-                time.sleep(0.1)
         resp = requests.post(url + "/zapier/v1/generate-image?wait=60", headers=auth,
                              json={"prompt": "a lighthouse", "width": 64, "height": 96,
                                    "seed": 7}, timeout=90)

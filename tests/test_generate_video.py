@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import time
 
 import imageio_ffmpeg
 import pytest
 from PIL import Image
 
+from async_support import cancel_while_running, output_path, poll
 from conftest import bearer, ledger_sum
 
 pytestmark = pytest.mark.slow
@@ -28,28 +28,11 @@ def estimate(client, key, body):
                                 headers=bearer(key))
 
 
-def output_path(gconfig, url):
-    """Output files are served by the gateway; their storage path on disk."""
-    uid, name = url.rsplit("/", 2)[-2:]
-    return gconfig.data_dir / "outputs" / uid / name
-
-
-def wait_final(client, key, uid, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        comp = client.simulate_get(f"/zapier/v1/compositions/{uid}",
-                                   headers=bearer(key)).json["data"]["composition"]
-        if comp["status"] in ("completed", "failed", "cancelled"):
-            return comp
-        time.sleep(0.1)
-    raise AssertionError(f"{uid} did not finish")
-
-
 def run(client, key, action, body):
     """Call through HTTP and wait for the end (generously: the cores may be shared)."""
     resp = post(client, key, action, body, wait=0)
     assert resp.status_code == 202, resp.json
-    return resp, wait_final(client, key, resp.json["data"]["composition"]["uid"], timeout=240)
+    return resp, poll(client, key, resp.json["data"]["composition"]["uid"], timeout=240)
 
 
 def test_clip_through_a_real_worker_then_cancel(gclient, gen_account, gworker, gconfig):
@@ -139,19 +122,9 @@ def test_clip_through_a_real_worker_then_cancel(gclient, gen_account, gworker, g
     uid = resp.json["data"]["composition"]["uid"]
     charged = resp.json["meta"]["creditsUsed"]
     assert charged >= 1 and ledger_sum(account_id)[1] == 100 - spent - charged
-    deadline = time.monotonic() + 120
-    while True:
-        comp = gclient.simulate_get(f"/zapier/v1/compositions/{uid}",
-                                    headers=bearer(key)).json["data"]["composition"]
-        if comp["status"] == "running" and comp["progress"] > 5:
-            break
-        assert time.monotonic() < deadline and comp["status"] in ("queued", "running"), comp
-        time.sleep(0.05)
+    comp = cancel_while_running(gclient, key, uid, min_progress=5, timeout=120)
     assert comp["progress"] < 90
-    cancel = gclient.simulate_post(f"/zapier/v1/compositions/{uid}/cancel",
-                                   headers=bearer(key))
-    assert cancel.status_code in (200, 202), cancel.json
-    final = wait_final(gclient, key, uid)
+    final = poll(gclient, key, uid, timeout=60)
     assert final["status"] == "cancelled", final
     assert final["refundReceipt"] and final["outputs"] == []
     assert ledger_sum(account_id) == (100 - spent, 100 - spent)

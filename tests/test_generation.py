@@ -5,36 +5,23 @@ from __future__ import annotations
 
 import hashlib
 import io
-import time
 
 import pytest
 from PIL import Image
 
+from async_support import cancel_while_running, output_path, poll
 from conftest import bearer, ledger_sum
 
 pytestmark = pytest.mark.slow
 
 
+def read_output(config, url) -> bytes:
+    return output_path(config, url).read_bytes()
+
+
 def post(client, key, action, body, **params):
     return client.simulate_post(f"/zapier/v1/{action}", json=body, headers=bearer(key),
                                 params=params or None)
-
-
-def fetch_output(gconfig, url):
-    """Output files are served by the gateway; read them from its storage path."""
-    uid, name = url.rsplit("/", 2)[-2:]
-    return (gconfig.data_dir / "outputs" / uid / name).read_bytes()
-
-
-def wait_final(client, key, uid, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        comp = client.simulate_get(f"/zapier/v1/compositions/{uid}",
-                                   headers=bearer(key)).json["data"]["composition"]
-        if comp["status"] in ("completed", "failed", "cancelled"):
-            return comp
-        time.sleep(0.1)
-    raise AssertionError(f"{uid} did not finish")
 
 
 def test_generate_image_png_of_requested_size_and_deterministic(gclient, make_account,
@@ -49,7 +36,7 @@ def test_generate_image_png_of_requested_size_and_deterministic(gclient, make_ac
     assert first.json["meta"]["creditsUsed"] == 1
     (out,) = comp["outputs"]
     assert (out["format"], out["width"], out["height"], out["seed"]) == ("png", 96, 64, 1234)
-    png = fetch_output(gconfig, out["url"])
+    png = read_output(gconfig, out["url"])
     image = Image.open(io.BytesIO(png))
     image.load()
     assert (image.format, image.size) == ("PNG", (96, 64))
@@ -58,7 +45,7 @@ def test_generate_image_png_of_requested_size_and_deterministic(gclient, make_ac
     other = post(gclient, key, "generate-image", {**body, "seed": 1235},
                  wait=60).json["data"]["composition"]
     def digest(c):
-        return hashlib.sha256(fetch_output(gconfig, c["outputs"][0]["url"])).digest()
+        return hashlib.sha256(read_output(gconfig, c["outputs"][0]["url"])).digest()
     assert digest(again) == hashlib.sha256(png).digest()
     assert digest(other) != hashlib.sha256(png).digest()
     assert ledger_sum(account_id) == (97, 97)
@@ -129,19 +116,9 @@ def test_cancel_mid_denoise_refunds_once(gclient, gen_account, gworker, gconfig)
     assert resp.status_code == 202
     uid = resp.json["data"]["composition"]["uid"]
     price = resp.json["meta"]["creditsUsed"]
-    deadline = time.monotonic() + 60
-    while True:
-        comp = gclient.simulate_get(f"/zapier/v1/compositions/{uid}",
-                                    headers=bearer(key)).json["data"]["composition"]
-        if comp["status"] == "running" and comp["progress"] > 10:
-            break
-        assert time.monotonic() < deadline and comp["status"] in ("queued", "running"), comp
-        time.sleep(0.05)
+    comp = cancel_while_running(gclient, key, uid, min_progress=10)
     assert comp["progress"] < 95
-    cancel = gclient.simulate_post(f"/zapier/v1/compositions/{uid}/cancel",
-                                   headers=bearer(key))
-    assert cancel.status_code in (200, 202), cancel.json
-    final = wait_final(gclient, key, uid)
+    final = poll(gclient, key, uid, timeout=60)
     assert final["status"] == "cancelled", final
     assert final["refundReceipt"] and final["outputs"] == []
     assert ledger_sum(account_id) == (100, 100)

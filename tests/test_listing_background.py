@@ -16,7 +16,7 @@ from falcon.testing import TestClient
 from PIL import Image, ImageChops, ImageDraw, ImageStat
 
 from actions.listing_compose import compose_listing, scenes
-from async_support import burst, start_worker, stop_worker
+from async_support import burst, poll, start_worker, stop_worker
 from conftest import REDIS_BASE, bearer, ledger_sum, make_app
 from jobs.models import Composition
 from metering import db as dbmod
@@ -105,17 +105,6 @@ def post(client, key, url, **extra):
                                 params={"wait": "0"}, headers=bearer(key))
 
 
-def poll(client, key, uid, timeout=90):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        comp = client.simulate_get(f"/zapier/v1/compositions/{uid}",
-                                   headers=bearer(key)).json["data"]["composition"]
-        if comp["status"] in ("completed", "failed", "cancelled"):
-            return comp
-        time.sleep(0.1)
-    raise AssertionError(f"composition {uid} stayed {comp['status']}")
-
-
 def fetch_image(client, output) -> tuple[bytes, Image.Image]:
     got = client.simulate_get(output["url"][len("http://gateway.test"):])
     assert got.status_code == 200
@@ -179,7 +168,7 @@ def test_generated_background_end_to_end(bconfig, bworker, gen_account, photo_ho
         assert resp.json["meta"]["creditsUsed"] == PRICE
         uid = resp.json["data"]["composition"]["uid"]
         assert queue_of(uid) == "gpu.tiny"
-        comp = poll(client, key, uid)
+        comp = poll(client, key, uid, timeout=90)
         seen, quiet_until = [], time.monotonic() + 1
         while time.monotonic() < quiet_until:
             message = events.get_message(timeout=0.1)
@@ -196,7 +185,7 @@ def test_generated_background_end_to_end(bconfig, bworker, gen_account, photo_ho
 
     # The seed is derived from the input; sending it back gives the same images.
     again = poll(client, key, post(client, key, photo_host, seed=outputs["main"]["seed"])
-                 .json["data"]["composition"]["uid"])
+                 .json["data"]["composition"]["uid"], timeout=90)
     _, second = assert_generated_listing(client, again, "tiny")
     assert second == first
     assert ledger_sum(account_id) == (50, 50)  # 25 a listing, each charged once
@@ -210,7 +199,7 @@ def test_image_to_image_model_pastes_the_product_back(bconfig, bworker, gen_acco
     assert resp.status_code == 202, resp.text
     uid = resp.json["data"]["composition"]["uid"]
     assert queue_of(uid) == "gpu.tiny-i2i"
-    assert_generated_listing(client, poll(client, key, uid), "tiny-i2i")
+    assert_generated_listing(client, poll(client, key, uid, timeout=90), "tiny-i2i")
     assert ledger_sum(account_id) == (5, 5)
 
 
