@@ -25,11 +25,20 @@ class Listener:
     def __init__(self, redis, prefix: str, uid: str):
         self.pubsub = redis.pubsub(ignore_subscribe_messages=True)
         self.pubsub.subscribe(channel(prefix, uid))
+        # The furthest progress a running event announced: workers write the row's
+        # progress at most every 0.25 s but publish every step.
+        self.progress = 0
 
     def wait(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds for an event; True when one arrived."""
         message = self.pubsub.get_message(timeout=max(0.0, timeout))
-        return message is not None
+        if message is None:
+            return False
+        with contextlib.suppress(Exception):  # a malformed event is only a wake-up call
+            event = json.loads(message["data"])
+            if event.get("status") == "running":
+                self.progress = max(self.progress, int(event["progress"]))
+        return True
 
     def close(self):
         with contextlib.suppress(Exception):

@@ -150,3 +150,19 @@ def test_failure_inside_the_pipeline_refunds_once(gclient, make_account, gworker
     # the worker is still serving
     ok = post(gclient, key, "generate-image", {"prompt": "x", "modelName": "tiny"}, wait=60)
     assert ok.json["data"]["composition"]["status"] == "completed"
+
+
+def test_events_stream_reports_every_denoising_step(gclient, gen_account, gworker):
+    """SSE carries per-step progress (from the worker's events), not only the row's
+    quarter-second snapshots."""
+    _, key = gen_account(100)
+    resp = post(gclient, key, "generate-image", {"prompt": "steps", "modelName": "tiny",
+                                                 "width": 128, "height": 128, "steps": 20},
+                wait=0)
+    uid = resp.json["data"]["composition"]["uid"]
+    stream = gclient.simulate_get(f"/zapier/v1/compositions/{uid}/events",
+                                  headers=bearer(key)).text
+    ids = [int(line[4:]) for line in stream.splitlines() if line.startswith("id: ")]
+    assert "event: end" in stream and ids[-1] == 100
+    steps = [p for p in ids if 5 < p < 95]
+    assert steps == sorted(steps) and len(set(steps)) >= 12, ids

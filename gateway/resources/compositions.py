@@ -164,10 +164,12 @@ class CompositionEvents:
                 with database.connection_context():
                     comp = engine.get(account_id, uid)
                     data = view(comp, req, self.config, self.redis)
-                if (comp.status, comp.progress) != last:
-                    last = (comp.status, comp.progress)
+                if comp.status == Composition.RUNNING:  # per-step events run ahead of the row
+                    data["progress"] = max(comp.progress, min(99, listener.progress))
+                if (comp.status, data["progress"]) != last:
+                    last = (comp.status, data["progress"])
                     final = comp.status in Composition.FINAL
-                    yield (f"event: {'end' if final else 'progress'}\nid: {comp.progress}\n"
+                    yield (f"event: {'end' if final else 'progress'}\nid: {data['progress']}\n"
                            f"data: {json.dumps(data)}\n\n").encode()
                     if final:
                         return
