@@ -79,52 +79,23 @@ def build_sd15(directory, *, seed: int = 0) -> Path:
     real. About 2 GB on disk; the loader converts to the worker's dtype.
     """
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        DPMSolverMultistepScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from jobs.gpu.loader import _quiet_libraries
-    from jobs.gpu.tiny import _tokenizer_files
+    from jobs.gpu.tiny import save_random_pipeline
 
-    _quiet_libraries()
-    directory = Path(directory)
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-        block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
-        attention_head_dim=8, norm_num_groups=32,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
-                          "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
-                        "CrossAttnUpBlock2D"))
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
-        block_out_channels=(128, 256, 512, 512), norm_num_groups=32, sample_size=512,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-    tokenizer_dir = directory / ".tokenizer-src"
-    _tokenizer_files(tokenizer_dir)
-    tokenizer = CLIPTokenizer(str(tokenizer_dir / "vocab.json"),
-                              str(tokenizer_dir / "merges.txt"), model_max_length=77)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=768,
-        intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-        max_position_embeddings=77, hidden_act="quick_gelu", layer_norm_eps=1e-5,
-        projection_dim=768, vocab_size=len(tokenizer)))
-    scheduler = DPMSolverMultistepScheduler(beta_start=0.00085, beta_end=0.012,
-                                            beta_schedule="scaled_linear",
-                                            use_karras_sigmas=True, steps_offset=1)
-    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder,
-                                   tokenizer=tokenizer, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.to(torch.float16)
-    pipe.save_pretrained(directory)
-    shutil.rmtree(tokenizer_dir, ignore_errors=True)
-    return directory
+    return save_random_pipeline(
+        directory, seed=seed, dtype=torch.float16,
+        unet=dict(sample_size=64, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+                  cross_attention_dim=768, attention_head_dim=8,
+                  down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                                    "CrossAttnDownBlock2D", "DownBlock2D"),
+                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
+                                  "CrossAttnUpBlock2D")),
+        vae=dict(layers_per_block=2, block_out_channels=(128, 256, 512, 512), sample_size=512,
+                 down_block_types=("DownEncoderBlock2D",) * 4,
+                 up_block_types=("UpDecoderBlock2D",) * 4),
+        text=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                  num_hidden_layers=12, max_position_embeddings=77, hidden_act="quick_gelu",
+                  projection_dim=768))
 
 
 def sd15_entry(directory) -> dict:
@@ -512,22 +483,7 @@ def main(argv=None):
             print("NOT every image was generated: see above", file=sys.stderr)
         return 0 if ok else 1
     finally:
-        for proc in reversed(procs):
-            with contextlib.suppress(Exception):
-                sync_bench.stop_server(proc)
-        uids = []
-        if pg_url:
-            with contextlib.suppress(Exception):
-                uids = jobs_bench.composition_ids(pg_url)
-        try:
-            print(f"cleanup: {jobs_bench.cleanup_redis(prefix, uids)} Redis keys deleted")
-        except Exception as exc:  # noqa: BLE001
-            print(f"could not delete the Redis keys of {prefix}: {exc}", file=sys.stderr)
-        if db_name:
-            try:
-                sync_bench.drop_database(db_name)
-            except Exception as exc:  # noqa: BLE001
-                print(f"could not drop database {db_name}: {exc}", file=sys.stderr)
+        jobs_bench.teardown(procs, pg_url, prefix, db_name)
         if args.keep_logs:
             for path in Path(tmpdir).iterdir():
                 if path.is_dir():

@@ -524,6 +524,27 @@ def machine_info(pg_url):
     return info
 
 
+def teardown(procs, pg_url, prefix, db_name):
+    """Stop the servers, then delete the Redis keys and drop the database of one run;
+    every step is tried even when an earlier one fails (also used by gen_bench.py)."""
+    for proc in reversed(procs):
+        with contextlib.suppress(Exception):
+            sync_bench.stop_server(proc)
+    uids = []
+    if pg_url:
+        with contextlib.suppress(Exception):
+            uids = composition_ids(pg_url)
+    try:
+        print(f"cleanup: {cleanup_redis(prefix, uids)} Redis keys deleted")
+    except Exception as exc:  # noqa: BLE001
+        print(f"could not delete the Redis keys of {prefix}: {exc}", file=sys.stderr)
+    if db_name:
+        try:
+            sync_bench.drop_database(db_name)
+        except Exception as exc:  # noqa: BLE001
+            print(f"could not drop database {db_name}: {exc}", file=sys.stderr)
+
+
 def cleanup_redis(prefix, job_ids):
     """Keys with the prefix (queues, registries, noop jobs) and RQ keys of the compositions."""
     client = redis_lib.Redis.from_url(REDIS_URL)
@@ -619,22 +640,7 @@ def main(argv=None):
     finally:
         if host is not None:
             host.close()
-        for proc in reversed(procs):
-            with contextlib.suppress(Exception):
-                sync_bench.stop_server(proc)
-        uids = []
-        if pg_url:
-            with contextlib.suppress(Exception):
-                uids = composition_ids(pg_url)
-        try:
-            print(f"cleanup: {cleanup_redis(prefix, uids)} Redis keys deleted")
-        except Exception as exc:  # noqa: BLE001
-            print(f"could not delete the Redis keys of {prefix}: {exc}", file=sys.stderr)
-        if db_name:
-            try:
-                sync_bench.drop_database(db_name)
-            except Exception as exc:  # noqa: BLE001
-                print(f"could not drop database {db_name}: {exc}", file=sys.stderr)
+        teardown(procs, pg_url, prefix, db_name)
         if args.keep_logs:
             shutil.rmtree(Path(tmpdir) / "data", ignore_errors=True)
             print(f"logs kept in {tmpdir}")

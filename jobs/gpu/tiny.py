@@ -36,6 +36,22 @@ def _tokenizer_files(folder: Path) -> None:
 
 def make_tiny(directory, *, seed: int = 0, sample_size: int = 32) -> Path:
     """Write the pipeline to ``directory`` (``from_pretrained``-loadable) and return it."""
+    return save_random_pipeline(
+        directory, seed=seed,
+        unet=dict(block_out_channels=(32, 64), layers_per_block=1, sample_size=sample_size,
+                  cross_attention_dim=32, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                  up_block_types=("CrossAttnUpBlock2D", "UpBlock2D")),
+        vae=dict(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
+                 up_block_types=("UpDecoderBlock2D",) * 2),
+        text=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4,
+                  num_hidden_layers=2))
+
+
+def save_random_pipeline(directory, *, seed, unet, vae, text, dtype=None) -> Path:
+    """A Stable Diffusion pipeline of real diffusers components with random weights, from
+    the UNet, VAE and CLIP text-encoder configurations given, with the character-level
+    tokenizer; saved with ``save_pretrained``. The benchmark builds its SD 1.5-shaped
+    model with it too."""
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -50,23 +66,16 @@ def make_tiny(directory, *, seed: int = 0, sample_size: int = 32) -> Path:
     _quiet_libraries()
     directory = Path(directory)
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=sample_size,
-        in_channels=4, out_channels=4, cross_attention_dim=32, norm_num_groups=32,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
-    vae = AutoencoderKL(
-        block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-        norm_num_groups=32)
+    unet = UNet2DConditionModel(in_channels=4, out_channels=4, norm_num_groups=32, **unet)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=32,
+                        **vae)
     tokenizer_dir = directory / ".tokenizer-src"
     _tokenizer_files(tokenizer_dir)
     tokenizer = CLIPTokenizer(str(tokenizer_dir / "vocab.json"),
                               str(tokenizer_dir / "merges.txt"), model_max_length=77)
     text_encoder = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
-        layer_norm_eps=1e-5, num_attention_heads=4, num_hidden_layers=2,
-        vocab_size=len(tokenizer)))
+        bos_token_id=0, eos_token_id=1, pad_token_id=1, layer_norm_eps=1e-5,
+        vocab_size=len(tokenizer), **text))
     scheduler = DPMSolverMultistepScheduler(beta_start=0.00085, beta_end=0.012,
                                             beta_schedule="scaled_linear",
                                             use_karras_sigmas=True, steps_offset=1)
@@ -74,6 +83,8 @@ def make_tiny(directory, *, seed: int = 0, sample_size: int = 32) -> Path:
                                    tokenizer=tokenizer, scheduler=scheduler,
                                    safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
+    if dtype is not None:
+        pipe.to(dtype)
     pipe.save_pretrained(directory)
     for path in tokenizer_dir.iterdir():
         path.unlink()
