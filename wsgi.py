@@ -1,6 +1,6 @@
 """The gunicorn entry point: ``gunicorn wsgi:app``."""
 
+from core.config import Config
 from gateway.app import create_app
-from gateway.config import Config
 
 app = create_app(Config.from_env())

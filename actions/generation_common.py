@@ -10,8 +10,8 @@ import io
 import secrets
 
 from actions.registry import Field
+from core.errors import InvalidRequest
 from jobs.gpu.catalogue import SAMPLERS, credits_for, reference_units
-from metering.errors import InvalidRequest
 
 SEED_MAX = 2**32 - 1
 

@@ -25,7 +25,7 @@ from urllib3 import connection as u3conn
 from urllib3 import connectionpool, poolmanager
 from urllib3 import exceptions as u3exc
 
-from metering.errors import InvalidRequest
+from core.errors import InvalidRequest
 
 REDIRECTS = (301, 302, 303, 307, 308)
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")

@@ -22,8 +22,8 @@ from actions import generation_common as gen
 from actions.listing_compose import compose_listing, scenes
 from actions.outbound import fetch, load_image
 from actions.registry import Action, Field
+from core.errors import ServiceUnavailable
 from jobs.engine import gpu_queue
-from metering.errors import ServiceUnavailable
 
 MAX_IMAGE_BYTES = 15 * 2**20
 MAX_IMAGE_PIXELS = 40_000_000

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from jsonschema import Draft202012Validator
 
-from metering.errors import InvalidAction, InvalidRequest
+from core.errors import InvalidAction, InvalidRequest
 
 # Body fields every action accepts besides its own: they steer the call, not the action.
 COMMON_FIELDS = {

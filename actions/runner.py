@@ -14,9 +14,10 @@ import logging
 import time
 
 from actions.registry import ActionContext, Registry
+from core.clock import utcnow
+from core.errors import ServiceUnavailable
 from metering import idempotency, ledger, plans
-from metering.db import utcnow, write_transaction
-from metering.errors import ServiceUnavailable
+from metering.db import write_transaction
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ import falcon
 from actions.outbound import OutboundPolicy
 from actions.registry import Registry, default_registry
 from actions.runner import ActionService
+from core.clock import utcnow
 from gateway import errors, middleware, openapi
 from gateway.routes import route_table
 from jobs.connection import redis_client, resolve_redis_url
 from jobs.gpu.catalogue import Catalogue
 from jobs.storage import Storage
 from metering import db
-from metering.db import utcnow
 from metering.ratelimit import RateLimiter
 from oauth import provider, tokens
 from oauth.credentials import ApiKeyAuthenticator, Authenticators

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from gateway.config import Config
+from core.config import Config
 
 
 def _connect(config):
@@ -127,8 +127,8 @@ def cmd_oauth_clients(config, args):
 
 
 def cmd_cleanup(config, args):
+    from core.clock import utcnow
     from metering import idempotency
-    from metering.db import utcnow
 
     with _connect(config):
         print(f"purged {idempotency.purge_expired(utcnow())} expired idempotency records")
@@ -244,9 +244,9 @@ def _bootstrap(config):
 
 
 def cmd_serve(config, args):
+    from core.clock import utcnow
     from jobs.connection import resolve_redis_url
     from metering import idempotency
-    from metering.db import utcnow
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
     cmd_db(config, argparse.Namespace(db_command="upgrade"))
@@ -415,7 +415,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from metering.errors import DomainError
+    from core.errors import DomainError
 
     args = parser().parse_args(argv)
     config = Config.from_env()

@@ -7,8 +7,8 @@ import logging
 
 import falcon
 
+from core.errors import DomainError
 from gateway.envelope import error
-from metering.errors import DomainError
 
 log = logging.getLogger("gateway.errors")
 

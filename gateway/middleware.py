@@ -17,9 +17,9 @@ import time
 
 import peewee
 
+from core.errors import AuthError, Forbidden, PayloadTooLarge, RateLimited, ServiceUnavailable
 from gateway import metrics
 from metering.db import database
-from metering.errors import AuthError, Forbidden, PayloadTooLarge, RateLimited, ServiceUnavailable
 from oauth.scopes import required_scope
 
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -21,12 +21,14 @@ import time
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
+from core.clock import utcnow
+from core.errors import Conflict, InvalidRequest, NotFound
+from core.ids import new_id
 from jobs import events, webhooks
 from jobs.models import Composition, Post
 from jobs.runtime import current
 from metering import ledger
-from metering.db import connection, database, new_id, utcnow, write_transaction
-from metering.errors import Conflict, InvalidRequest, NotFound
+from metering.db import connection, database, write_transaction
 
 log = logging.getLogger(__name__)
 Q, R = Composition.QUEUED, Composition.RUNNING

@@ -14,7 +14,7 @@ from peewee import (
     TextField,
 )
 
-from metering.db import utcnow
+from core.clock import utcnow
 from metering.models import Account, BaseModel
 
 

@@ -8,9 +8,9 @@ import math
 
 from peewee import fn
 
+from core.errors import InvalidRequest
 from jobs.models import Post
 from metering import cursors
-from metering.errors import InvalidRequest
 
 
 def _date(name, raw):

@@ -67,7 +67,7 @@ def install(config, *, registry=None, redis=None) -> Runtime:
 
 def current() -> Runtime:
     if _current is None:
-        from gateway.config import Config
+        from core.config import Config
 
         return install(Config.from_env())
     return _current

@@ -21,9 +21,11 @@ import time
 
 from rq import Queue
 
+from core.clock import utcnow
+from core.errors import InvalidRequest, NotFound
+from core.ids import new_id
 from jobs.models import Delivery, Hook, LowCreditState, WebhookSecret
-from metering.db import connection, new_id, utcnow
-from metering.errors import InvalidRequest, NotFound
+from metering.db import connection
 from metering.models import Account
 
 log = logging.getLogger(__name__)
@@ -109,7 +111,7 @@ def emit(account_id, event, payload, redis, config, *, target_url=None) -> list[
 
 
 def _iso_now():
-    from gateway.envelope import iso
+    from core.timefmt import iso
 
     return iso(utcnow())
 
@@ -184,7 +186,7 @@ def composition_ended(comp, rt) -> None:
 
 
 def composition_payload(comp, config) -> dict:
-    from gateway.envelope import iso
+    from core.timefmt import iso
 
     base = config.public_base_url or f"http://{config.bind}"
     return {"composition": {
@@ -197,7 +199,7 @@ def composition_payload(comp, config) -> dict:
 
 
 def post_payload(post) -> dict:
-    from gateway.envelope import iso
+    from core.timefmt import iso
 
     return {"post": {"urn": post.urn, "id": post.urn, "cardPoster": post.card_poster,
                      "deliverable": json.loads(post.deliverable), "platform": post.platform,

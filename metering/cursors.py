@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from metering.errors import InvalidRequest
+from core.errors import InvalidRequest
 
 
 def encode(tag: str, item_id: int) -> str:

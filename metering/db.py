@@ -7,24 +7,12 @@ is the embedded default. Both support ``UPDATE ... RETURNING``, which the debit 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import secrets
 from urllib.parse import unquote, urlparse
 
 from peewee import DatabaseProxy, SqliteDatabase
 from playhouse.pool import PooledPostgresqlDatabase
 
 database = DatabaseProxy()
-
-
-def utcnow() -> dt.datetime:
-    """Naive UTC: both backends store it the same way and it compares without zones."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-def new_id(prefix: str, nbytes: int = 12) -> str:
-    """Unguessable public identifier such as ``txn_3f9a...``; ids are never enumerable."""
-    return f"{prefix}_{secrets.token_hex(nbytes)}"
 
 
 def make_database(url: str, pool_size: int = 20):

@@ -17,8 +17,8 @@ import math
 
 from peewee import IntegrityError
 
+from core.errors import IdempotencyInProgress, IdempotencyKeyReused, InvalidRequest
 from metering.db import database, write_transaction
-from metering.errors import IdempotencyInProgress, IdempotencyKeyReused, InvalidRequest
 from metering.models import IdempotencyRecord
 
 MAX_KEY_LENGTH = 255

@@ -11,9 +11,10 @@ import dataclasses
 
 from peewee import IntegrityError
 
+from core.errors import InsufficientCredits, InvalidRequest, NotFound
+from core.ids import new_id
 from metering import cursors
-from metering.db import database, new_id, write_transaction
-from metering.errors import InsufficientCredits, InvalidRequest, NotFound
+from metering.db import database, write_transaction
 from metering.models import Account, LedgerEntry
 
 # The most credits one grant, adjustment, price or starting balance may move: far beyond any

@@ -20,7 +20,8 @@ from peewee import (
     TextField,
 )
 
-from metering.db import database, utcnow
+from core.clock import utcnow
+from metering.db import database
 
 
 class BaseModel(Model):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from metering.db import utcnow
-from metering.errors import InvalidRequest, NotFound
+from core.clock import utcnow
+from core.errors import InvalidRequest, NotFound
 from metering.ledger import MAX_CREDITS
 from metering.models import Account, Plan, Price
 

@@ -7,9 +7,10 @@ import re
 
 from peewee import IntegrityError
 
+from core.errors import Conflict, InvalidRequest, NotFound
+from core.ids import new_id
 from metering import ledger
-from metering.db import new_id, write_transaction
-from metering.errors import Conflict, InvalidRequest, NotFound
+from metering.db import write_transaction
 from metering.models import Account, Plan
 from oauth.keys import create_key
 from oauth.passwords import hash_password, verify_password

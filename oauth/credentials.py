@@ -14,8 +14,8 @@ import datetime as dt
 
 from peewee import JOIN
 
-from metering.db import utcnow
-from metering.errors import AuthError, Forbidden
+from core.clock import utcnow
+from core.errors import AuthError, Forbidden
 from metering.models import Account, Plan
 from metering.plans import Limits, limits_for
 from oauth.keys import hash_key, looks_like_key

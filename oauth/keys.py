@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from metering.db import new_id, utcnow
-from metering.errors import InvalidRequest, NotFound
+from core.clock import utcnow
+from core.errors import InvalidRequest, NotFound
+from core.ids import new_id
 from oauth.models import ApiKey
 
 KEY_PREFIX = "gwk_"

@@ -38,8 +38,9 @@ from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 from oauthlib.oauth2.rfc6749.grant_types import AuthorizationCodeGrant
 from oauthlib.oauth2.rfc6749.grant_types.authorization_code import code_challenge_method_s256
 
-from metering.db import new_id, utcnow
-from metering.errors import AuthError, InvalidRequest
+from core.clock import utcnow
+from core.errors import AuthError, InvalidRequest
+from core.ids import new_id
 from metering.models import Account
 from oauth.credentials import Caller, Presented, caller_for, with_account
 from oauth.provider_models import AuthorizationCode, OAuthClient, OAuthToken
@@ -437,7 +438,7 @@ def list_clients() -> list[OAuthClient]:
 
 
 def client_view(client: OAuthClient) -> dict:
-    from gateway.envelope import iso
+    from core.timefmt import iso
 
     return {"client_id": client.client_id, "name": client.name,
             "redirect_uris": client.redirect_uri_list, "scopes": client.scope_list,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from peewee import BigAutoField, CharField, DateTimeField, ForeignKeyField, TextField
 
-from metering.db import utcnow
+from core.clock import utcnow
 from metering.models import Account, BaseModel
 
 

@@ -30,9 +30,10 @@ from oauthlib.oauth2 import OAuth2Error
 from peewee import IntegrityError
 from requests_oauthlib import OAuth2Session
 
-from gateway.config import ConfigError
-from metering.db import utcnow, write_transaction
-from metering.errors import Conflict, InvalidRequest, ServiceUnavailable
+from core.clock import utcnow
+from core.config import ConfigError
+from core.errors import Conflict, InvalidRequest, ServiceUnavailable
+from metering.db import write_transaction
 from metering.models import Account
 from oauth.accounts import create_account
 from oauth.models import ApiKey

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from peewee import CharField, DateTimeField, ForeignKeyField
 
-from metering.db import utcnow
+from core.clock import utcnow
 from metering.models import Account, BaseModel
 
 

@@ -28,9 +28,11 @@ from pathlib import Path
 
 import jwt
 
-from gateway.config import ConfigError
-from metering.db import new_id, utcnow, write_transaction
-from metering.errors import AuthError, Forbidden
+from core.clock import utcnow
+from core.config import ConfigError
+from core.errors import AuthError, Forbidden
+from core.ids import new_id
+from metering.db import write_transaction
 from metering.models import Account
 from oauth.credentials import Caller, Presented, caller_for, with_account
 from oauth.session_models import RefreshToken, TokenFamily

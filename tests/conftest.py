@@ -22,8 +22,8 @@ import redis as redis_lib
 import requests
 from falcon.testing import TestClient
 
+from core.config import Config
 from gateway.app import build_deps, create_app
-from gateway.config import Config
 from metering import db as dbmod
 from metering import migrations
 

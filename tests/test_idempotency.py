@@ -18,8 +18,8 @@ from falcon.testing import TestClient
 
 import metering.db
 from conftest import ADMIN, ROOT, bearer, ledger_sum, make_app
+from core.clock import utcnow
 from metering import idempotency
-from metering.db import utcnow
 from metering.models import IdempotencyRecord
 
 ECHO = "/zapier/v1/echo"

@@ -27,7 +27,7 @@ from actions.outbound import (
     load_image,
     post_json,
 )
-from gateway.config import Config
+from core.config import Config
 
 
 class _Leak(BaseException):

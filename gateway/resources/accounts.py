@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from gateway.envelope import iso, ok
+from core.errors import Forbidden
+from core.timefmt import iso
+from gateway.envelope import ok
 from gateway.middleware import ADDRESS
 from gateway.resources.common import json_body, key_view
-from metering.errors import Forbidden
 from oauth import keys
 from oauth.accounts import create_account
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from core.errors import MissingAction
 from gateway import metrics
 from gateway.envelope import ok
 from gateway.resources.common import json_body
 from gateway.resources.compositions import answer, wait_for, wait_seconds
 from metering import ledger
-from metering.errors import MissingAction
 from oauth.accounts import get_account
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from core.errors import InvalidRequest
 from gateway.envelope import ok
 from gateway.middleware import ADMIN
 from gateway.resources.common import account_view, json_body, key_view, ledger_view
 from metering import ledger, plans
-from metering.errors import InvalidRequest
 from oauth import keys
 from oauth.accounts import create_account, get_account
 

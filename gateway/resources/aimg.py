@@ -14,6 +14,7 @@ import json
 
 from rq import Queue
 
+from core.errors import InvalidRequest, NotFound
 from gateway import metrics
 from gateway.envelope import ok
 from gateway.resources.common import base_url, json_body
@@ -21,7 +22,6 @@ from gateway.resources.compositions import STATUSES, wait_for, wait_seconds
 from jobs import engine
 from jobs.gpu import prompts
 from jobs.models import Composition
-from metering.errors import InvalidRequest, NotFound
 
 MTYPES = {"generate-image": "image", "generate-video": "video"}
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no", "")

@@ -6,14 +6,15 @@ import json
 import re
 import time
 
-from gateway.envelope import iso, ok
+from core.errors import InvalidRequest, NotFound
+from core.timefmt import iso
+from gateway.envelope import ok
 from gateway.middleware import NONE
 from gateway.resources.common import MAX_LIMIT, base_url, int_param, next_url
 from jobs import engine, events
 from jobs.models import Composition
 from jobs.storage import content_type
 from metering.db import database
-from metering.errors import InvalidRequest, NotFound
 
 MAX_WAIT_S = 60
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")

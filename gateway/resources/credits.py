@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from core.errors import InvalidRequest
 from gateway.envelope import ok
 from gateway.resources.common import MAX_LIMIT, int_param, ledger_view, next_url
 from metering import ledger
-from metering.errors import InvalidRequest
 from metering.models import LedgerEntry
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.envelope import iso, ok
+from core.timefmt import iso
+from gateway.envelope import ok
 from gateway.resources.common import json_body
 from jobs import webhooks
 

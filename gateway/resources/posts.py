@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from gateway.envelope import iso, ok
+from core.timefmt import iso
+from gateway.envelope import ok
 from gateway.resources.common import MAX_LIMIT, int_param, next_url
 from jobs import posts
 

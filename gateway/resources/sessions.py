@@ -15,13 +15,8 @@ import uuid
 import falcon
 from peewee import fn
 
-from gateway.envelope import iso, ok
-from gateway.middleware import ACCOUNT, NONE, client_address
-from gateway.resources.common import json_body
-from jobs.models import Post
-from metering import ledger
-from metering.db import is_sqlite, utcnow, write_transaction
-from metering.errors import (
+from core.clock import utcnow
+from core.errors import (
     AuthError,
     Forbidden,
     InvalidRequest,
@@ -30,6 +25,13 @@ from metering.errors import (
     RateLimited,
     UnsupportedMediaType,
 )
+from core.timefmt import iso
+from gateway.envelope import ok
+from gateway.middleware import ACCOUNT, NONE, client_address
+from gateway.resources.common import json_body
+from jobs.models import Post
+from metering import ledger
+from metering.db import is_sqlite, write_transaction
 from metering.models import Account, LedgerEntry
 from oauth import keys
 from oauth.accounts import authenticate_password, get_account

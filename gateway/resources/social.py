@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import falcon
 
+from core.errors import Forbidden, InvalidRequest, NotFound, RateLimited
 from gateway.envelope import ok
 from gateway.middleware import ADDRESS, NONE, client_address
 from gateway.resources.common import base_url, json_body
-from metering.errors import Forbidden, InvalidRequest, NotFound, RateLimited
 from oauth import keys
 from oauth.accounts import get_account
 from oauth.social import SPECS, LoginRefused, SocialLogin, SocialSettings, add_query, b64url_json

@@ -21,7 +21,7 @@ import math
 import re
 from pathlib import Path
 
-from metering.errors import InvalidRequest
+from core.errors import InvalidRequest
 
 KINDS = ("text-to-image", "image-to-image", "inpainting")
 MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,23}$")
