@@ -14,7 +14,8 @@ import falcon
 from actions.outbound import OutboundPolicy
 from actions.registry import Registry, default_registry
 from actions.runner import ActionService
-from core.clock import utcnow
+from core.clock import SYSTEM, Clock
+from core.ids import new_id
 from gateway import errors, middleware, openapi
 from gateway.routes import route_table
 from jobs.connection import redis_client, resolve_redis_url
@@ -36,9 +37,11 @@ class Deps:
     registry: Registry
     storage: object = None
     openapi: object = None
+    clock: Clock = SYSTEM  # every business rule's "now" (tests inject a ManualClock)
+    ids: object = new_id  # the id generator
 
 
-def build_deps(config, *, registry=None, clock=utcnow) -> Deps:
+def build_deps(config, *, registry=None, clock: Clock = SYSTEM) -> Deps:
     from gateway import metrics
 
     db.bind(config.database_url, config.db_pool_size)
@@ -59,6 +62,7 @@ def build_deps(config, *, registry=None, clock=utcnow) -> Deps:
                               models=Catalogue.from_config(config)),
         registry=registry,
         storage=Storage(config),
+        clock=clock,
     )
 
 

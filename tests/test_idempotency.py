@@ -18,7 +18,7 @@ from falcon.testing import TestClient
 
 import metering.db
 from conftest import ADMIN, ROOT, bearer, ledger_sum, make_app
-from core.clock import utcnow
+from core.clock import SystemClock, utcnow
 from metering import idempotency
 from metering.models import IdempotencyRecord
 
@@ -46,7 +46,7 @@ def _records(account_id):
 
 def _shifted(config, delta):
     """An app over the same stores whose clock runs ``delta`` ahead of (or behind) real time."""
-    return TestClient(make_app(config, clock=lambda: utcnow() + delta))
+    return TestClient(make_app(config, clock=SystemClock(offset=delta)))
 
 
 # --- sequential replay ------------------------------------------------------------------
