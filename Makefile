@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: run test install install-test lint services bench bench-jobs bench-gen clean
+.PHONY: run test install install-test lint services bench bench-jobs bench-gen bench-failopen clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench-jobs: install-test services
 ## make bench-gen: image generation, the pipeline called directly vs through HTTP + RQ
 bench-gen: install-test services
 	$(BIN)/python bench/gen_bench.py
+
+## make bench-failopen: request latency with Redis healthy, stopped, hanging; outbound timeouts
+bench-failopen: install-test services
+	$(BIN)/python bench/failopen_bench.py
 
 lint:
 	$(BIN)/ruff check .

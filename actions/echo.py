@@ -6,10 +6,10 @@ debit, receipt, idempotency, envelope) without spending on a real generation.
 
 from __future__ import annotations
 
-from actions.registry import Action, Field
+from actions.registry import Action, ActionContext, Field
 
 
-def perform(ctx, data):
+def perform(ctx: ActionContext, data: dict) -> dict:
     message = data["message"]
     return {"message": message, "length": len(message),
             "uppercase": message.upper() if data.get("uppercase") else None}

@@ -11,11 +11,12 @@ import json
 import time
 
 from actions.registry import Action, Field
+from jobs.context import JobContext
 
 STEPS = 10
 
 
-def perform(ctx, data):
+def perform(ctx: JobContext, data: dict) -> dict:
     delay = data.get("delay_ms", 0) / 1000
     for step in range(1, STEPS + 1):
         if delay:

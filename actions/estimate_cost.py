@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from actions.registry import Action, Field
+from actions.registry import Action, ActionContext, Field
 
 
-def perform(ctx, data):
+def perform(ctx: ActionContext, data: dict) -> dict:
     target = ctx.registry.get(data["action"])
     credits = ctx.price_of(target.name)
     balance = ctx.balance()

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from actions import generation_common as gen
 from actions.registry import Action, Field
-from jobs.engine import gpu_queue
+from jobs.context import Batch, JobContext
+from jobs.queues import gpu_queue
 
 
 def precheck(data, service):
@@ -56,7 +57,7 @@ def _result(ctx, spec, data, images, pipe, batch=None) -> dict:
     return {"outputs": outputs, "posts": posts}
 
 
-def perform(ctx, data):
+def perform(ctx: JobContext, data: dict) -> dict:
     from jobs.gpu.pipeline import generate_images
 
     spec = ctx.models.get(data["modelName"])
@@ -81,8 +82,8 @@ def batch_fits(ctx, inputs) -> bool:
     return images <= max(spec.max_batch, ctx.config.gpu_batch_max)
 
 
-def perform_batch(batch, inputs):
-    """One pipeline call for every member of ``batch`` (an ``engine.Batch``); each output
+def perform_batch(batch: Batch, inputs: list[dict]) -> list:
+    """One pipeline call for every member of ``batch`` (a ``jobs.context.Batch``); each output
     records the batch it was made in: ``{"id", "jobs", "images"}``."""
     from jobs.gpu.pipeline import generate_images
 

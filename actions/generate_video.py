@@ -21,8 +21,8 @@ import tempfile
 from actions import generation_common as gen
 from actions.generate_image import image_request
 from actions.registry import Action, Field
-from jobs.engine import gpu_queue
-from jobs.gpu.catalogue import credits_for, reference_units
+from jobs.context import JobContext
+from jobs.queues import gpu_queue
 
 FORMATS = ("webp", "mp4", "both")
 # Seed 003 lists these without saying what they do: accepted as fields, refused when set.
@@ -62,10 +62,10 @@ def precheck(data, service):
 def pricing(data, base, service) -> int:
     spec = service.models.get(data.get("modelName"))
     width, height, steps = data["width"], data["height"], data["steps"]
-    units = (reference_units(width, height, steps)
-             + reference_units(width, height, i2i_steps(steps, data["strength"]),
+    units = (gen.reference_units(width, height, steps)
+             + gen.reference_units(width, height, i2i_steps(steps, data["strength"]),
                                data["frames"] - 1))
-    return credits_for(base, units, spec.price_factor)
+    return gen.credits_for(base, units, spec.price_factor)
 
 
 def animated_webp(images, fps) -> bytes:
@@ -98,7 +98,7 @@ def mp4(images, fps) -> bytes:
             return handle.read()
 
 
-def perform(ctx, data):
+def perform(ctx: JobContext, data: dict) -> dict:
     from jobs.gpu.pipeline import generate_frames
 
     spec = ctx.models.get(data["modelName"])

@@ -7,11 +7,12 @@ operator's model catalogue, so a request the worker would refuse never costs a c
 from __future__ import annotations
 
 import io
+import math
 import secrets
 
 from actions.registry import Field
 from core.errors import InvalidRequest
-from jobs.gpu.catalogue import SAMPLERS, credits_for, reference_units
+from jobs.gpu.catalogue import SAMPLERS
 
 SEED_MAX = 2**32 - 1
 
@@ -78,6 +79,21 @@ def resolve_model(data, service, *, kinds=("text-to-image",)):
         # and a replay of the same request is the same job.
         data["seed"] = secrets.randbelow(SEED_MAX + 1)
     return spec
+
+
+# Prices are quoted in reference jobs: one 512x512 image at 20 denoising steps.
+REFERENCE_PIXELS = 512 * 512
+REFERENCE_STEPS = 20
+
+
+def reference_units(width, height, steps, count=1) -> float:
+    """How many reference jobs (512x512, 20 steps) this is: the unit prices are quoted in."""
+    return (width * height / REFERENCE_PIXELS) * (steps / REFERENCE_STEPS) * count
+
+
+def credits_for(base, units, factor=1.0) -> int:
+    """The base price per reference job x units x the model's factor, rounded up, >= 1."""
+    return max(1, math.ceil(base * units * factor - 1e-9))
 
 
 def price(data, base, service, *, count) -> int:

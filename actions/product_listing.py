@@ -20,10 +20,11 @@ from PIL import Image
 
 from actions import generation_common as gen
 from actions.listing_compose import compose_listing, scenes
-from actions.outbound import fetch, load_image
 from actions.registry import Action, Field
 from core.errors import ServiceUnavailable
-from jobs.engine import gpu_queue
+from jobs.context import JobContext
+from jobs.outbound import fetch, load_image
+from jobs.queues import gpu_queue
 
 MAX_IMAGE_BYTES = 15 * 2**20
 MAX_IMAGE_PIXELS = 40_000_000
@@ -119,7 +120,7 @@ def generate_backgrounds(ctx, data, image, model_id):
     return spec, rendered
 
 
-def perform(ctx, data):
+def perform(ctx: JobContext, data: dict) -> dict:
     ctx.progress(5)
     fetched = fetch(data["product_image_url"], policy=ctx.policy, field="product_image_url",
                     max_bytes=MAX_IMAGE_BYTES)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from jsonschema import Draft202012Validator
 
 from core.errors import InvalidAction, InvalidRequest
+from jobs.context import JobContext
 
 # Body fields every action accepts besides its own: they steer the call, not the action.
 COMMON_FIELDS = {
@@ -91,13 +92,18 @@ class Field:
 
 @dataclasses.dataclass(frozen=True)
 class ActionContext:
-    """What ``perform`` may use: ids and services, never HTTP objects."""
+    """What a synchronous action's ``perform`` receives, inside the debit's transaction:
+    ids and services, never HTTP objects."""
 
     account_id: str
     request_id: str
     price_of: Callable[[str], int]
     balance: Callable[[], int]
     registry: Registry
+
+
+SyncPerform = Callable[[ActionContext, dict], dict]
+AsyncPerform = Callable[[JobContext, dict], dict]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +113,10 @@ class Action:
     description: str
     price: int
     fields: tuple[Field, ...]
-    perform: Callable[[ActionContext, dict], dict]
+    # sync: called with an ActionContext inside the debit's transaction (raising undoes
+    # the debit); async: called on a worker with a jobs.context.JobContext (models,
+    # pipelines, save, progress), and a failure is refunded.
+    perform: SyncPerform | AsyncPerform
     mode: str = "sync"  # sync | async
     ttl_s: int | None = None  # async only: how long it may run before it is failed
     queue: str = "cpu"  # async only: cpu | gpu
@@ -192,21 +201,3 @@ class Registry:
 
     def __iter__(self):
         return iter(sorted(self._actions.values(), key=lambda a: a.name))
-
-
-def default_registry() -> Registry:
-    """Every action the product ships, one module each."""
-    from actions import (
-        echo,
-        echo_async,
-        estimate_cost,
-        generate_image,
-        generate_video,
-        product_listing,
-    )
-
-    registry = Registry()
-    for module in (echo, echo_async, estimate_cost, generate_image, generate_video,
-                   product_listing):
-        registry.register(module.ACTION)
-    return registry

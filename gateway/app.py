@@ -1,7 +1,8 @@
-"""The app factory: ``create_app(config)`` wires stores, services and routes.
+"""The app factory: ``create_app(config)`` wires the services, middleware and routes.
 
-Dependencies are built here from the config (or passed in by tests), never imported as
-globals by resources.
+The services come from the composition root (``gateway.services``) that the worker and
+the commands use too; this module adds only what HTTP needs on top (the rate limiter,
+the authenticators, the action service). Tests pass their own ``Deps``.
 """
 
 from __future__ import annotations
@@ -11,58 +12,58 @@ import logging
 
 import falcon
 
-from actions.outbound import OutboundPolicy
-from actions.registry import Registry, default_registry
+from actions.registry import Registry
 from actions.runner import ActionService
 from core.clock import SYSTEM, Clock
-from core.ids import new_id
-from gateway import errors, middleware, openapi
+from gateway import errors, metrics, middleware, openapi
 from gateway.routes import route_table
-from jobs.connection import redis_client, resolve_redis_url
-from jobs.gpu.catalogue import Catalogue
-from jobs.storage import Storage
-from metering import db
+from gateway.services import Services, build_services
 from metering.ratelimit import RateLimiter
 from oauth import provider, tokens
 from oauth.credentials import ApiKeyAuthenticator, Authenticators
+from oauth.social import SocialLogin
 
 
 @dataclasses.dataclass
 class Deps:
-    config: object
-    redis: object
+    """The web tier's dependencies: the shared services plus the HTTP-only ones."""
+
+    services: Services
     limiter: RateLimiter
     authenticators: Authenticators
     actions: ActionService
-    registry: Registry
-    storage: object = None
+    # Identity services, built once: the middleware's authenticators and the identity
+    # routes share them.
+    oauth_server: provider.Server
+    tokens: tokens.TokenService
+    social_login: SocialLogin
     openapi: object = None
-    clock: Clock = SYSTEM  # every business rule's "now" (tests inject a ManualClock)
-    ids: object = new_id  # the id generator
+
+    # The shared services, by the names resources use.
+    config = property(lambda self: self.services.config)
+    redis = property(lambda self: self.services.redis)
+    registry = property(lambda self: self.services.registry)
+    storage = property(lambda self: self.services.storage)
+    clock = property(lambda self: self.services.clock)  # every business rule's "now"
+    ids = property(lambda self: self.services.ids)  # the id generator
 
 
-def build_deps(config, *, registry=None, clock: Clock = SYSTEM) -> Deps:
-    from gateway import metrics
-
-    db.bind(config.database_url, config.db_pool_size)
-    redis_url = resolve_redis_url(config)
-    registry = registry or default_registry()
-    redis = redis_client(redis_url)
+def build_deps(config, *, registry: Registry | None = None, clock: Clock = SYSTEM) -> Deps:
+    s = build_services(config, role="web", clock=clock, registry=registry)
+    token_service = tokens.TokenService.from_config(config, clock)
     return Deps(
-        config=config,
-        redis=redis,
-        limiter=RateLimiter(redis_url, prefix=config.redis_prefix,
+        services=s,
+        limiter=RateLimiter(s.redis_url, prefix=config.redis_prefix,
                             timeout_ms=config.ratelimit_timeout_ms,
-                            on_fail_open=metrics.RATE_LIMIT_FAIL_OPEN.inc),
-        authenticators=Authenticators([ApiKeyAuthenticator(config),
-                                       *provider.authenticators(config),
-                                       *tokens.authenticators(config)]),
-        actions=ActionService(registry, config, clock=clock, redis=redis,
-                              policy=OutboundPolicy.from_config(config),
-                              models=Catalogue.from_config(config)),
-        registry=registry,
-        storage=Storage(config),
-        clock=clock,
+                            on_fail_open=metrics.RATE_LIMIT_FAIL_OPEN.inc, clock=clock),
+        authenticators=Authenticators([ApiKeyAuthenticator(config, clock),
+                                       *provider.authenticators(config, clock),
+                                       tokens.JwtAuthenticator(config, token_service)]),
+        actions=ActionService(s.registry, config, clock=clock, ids=s.ids, redis=s.redis,
+                              policy=s.policy, models=s.models),
+        oauth_server=provider.Server.from_config(config, clock),
+        tokens=token_service,
+        social_login=SocialLogin.from_config(config, s.redis, clock),
     )
 
 

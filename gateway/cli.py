@@ -21,9 +21,11 @@ from core.config import Config
 
 
 def _connect(config):
+    """Commands need the database only: bound through the composition root, no Redis."""
+    from gateway.services import bind_database
     from metering import db
 
-    db.bind(config.database_url, pool_size=2)
+    bind_database(config, role="command")
     return db.connection()
 
 
@@ -41,7 +43,7 @@ def _print(obj):
 
 
 def cmd_db(config, args):
-    from metering import migrations
+    from gateway import schema as migrations
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
     with _connect(config):
@@ -105,7 +107,7 @@ def cmd_plans(config, args):
 
 
 def cmd_prices(config, args):
-    from actions.registry import default_registry
+    from actions.shipped import default_registry
     from metering import plans
 
     default_registry().get(args.action)
@@ -127,11 +129,11 @@ def cmd_oauth_clients(config, args):
 
 
 def cmd_cleanup(config, args):
-    from core.clock import utcnow
+    from core.clock import SYSTEM
     from metering import idempotency
 
     with _connect(config):
-        print(f"purged {idempotency.purge_expired(utcnow())} expired idempotency records")
+        print(f"purged {idempotency.purge_expired(SYSTEM.now())} expired idempotency records")
 
 
 def cmd_worker(config, args):
@@ -140,11 +142,13 @@ def cmd_worker(config, args):
     compositions whose worker died."""
     import threading
 
-    from jobs import engine, runtime
+    from gateway.services import install_worker_runtime
+    from jobs import engine
+    from jobs import queues as qnames
 
-    rt = runtime.install(config)
-    queues = [engine.queue_name(config, q)
-              for q in engine.expand_queues(args.queues.split(","), rt.models)]
+    rt = install_worker_runtime(config)
+    queues = [qnames.queue_name(config, q)
+              for q in qnames.expand_queues(args.queues.split(","), rt.models)]
 
     def reap_forever():
         while True:
@@ -214,9 +218,10 @@ def cmd_models(config, args):
 
 
 def cmd_reap(config, args):
-    from jobs import engine, runtime
+    from gateway.services import install_worker_runtime
+    from jobs import engine
 
-    runtime.install(config)
+    install_worker_runtime(config)
     print(f"finished {engine.reap()} abandoned or expired compositions")
 
 
@@ -244,7 +249,7 @@ def _bootstrap(config):
 
 
 def cmd_serve(config, args):
-    from core.clock import utcnow
+    from core.clock import SYSTEM
     from jobs.connection import resolve_redis_url
     from metering import idempotency
 
@@ -258,8 +263,10 @@ def cmd_serve(config, args):
     shutil.rmtree(prom, ignore_errors=True)
     prom.mkdir(parents=True)
     env["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
-    env["GATEWAY_BIND"] = args.bind
-    env["WEB_CONCURRENCY"] = str(args.workers)
+    config = config.replace(bind=args.bind or config.bind,
+                            web_workers=args.workers or config.web_workers)
+    env["GATEWAY_BIND"] = config.bind
+    env["WEB_CONCURRENCY"] = str(config.web_workers)
     admin_key, notes = _bootstrap(config)
     env["ADMIN_KEY"] = admin_key
     children = [subprocess.Popen([sys.executable, "-m", "gunicorn", "-c",
@@ -268,7 +275,9 @@ def cmd_serve(config, args):
     worker_cmd = [sys.executable, "-m", "gateway.cli", "worker"]
     if with_worker:
         children.append(subprocess.Popen(worker_cmd, env=env))
-    url = config.public_base_url or f"http://{args.bind}"
+    from jobs.views import base_url
+
+    url = base_url(config)
     print(f"\n  gateway listening on {url}  (worker: {'yes' if with_worker else 'no'})")
     for note in notes:
         print(f"  {note}")
@@ -297,7 +306,7 @@ def cmd_serve(config, args):
                 children[1] = subprocess.Popen(worker_cmd, env=env)
             if time.monotonic() > next_purge:  # idempotency records live 24 hours
                 with _connect(config):
-                    idempotency.purge_expired(utcnow())
+                    idempotency.purge_expired(SYSTEM.now())
                 next_purge = time.monotonic() + 3600
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -323,8 +332,8 @@ def parser() -> argparse.ArgumentParser:
     db.set_defaults(fn=cmd_db)
 
     serve = sub.add_parser("serve", help="web server (and, on embedded defaults, a worker)")
-    serve.add_argument("--bind", default=os.environ.get("GATEWAY_BIND", "127.0.0.1:8000"))
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
+    serve.add_argument("--bind", help="default: GATEWAY_BIND")
+    serve.add_argument("--workers", type=int, help="default: WEB_CONCURRENCY")
     serve.add_argument("--with-worker", dest="with_worker", action="store_true", default=None)
     serve.add_argument("--no-worker", dest="with_worker", action="store_false")
     serve.set_defaults(fn=cmd_serve)

@@ -8,6 +8,7 @@ import re
 
 from gateway.errors import STATUS
 from gateway.middleware import ACCOUNT, ADDRESS, ADMIN, NONE
+from jobs.views import base_url
 from oauth.scopes import SCOPES, required_scope
 
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -179,7 +180,7 @@ def builder(table, deps):
             if ops:
                 paths[path] = ops
         paths.update(_action_operations(deps, action_scope))
-        base = deps.config.public_base_url or req.prefix
+        base = base_url(deps.config, req.prefix)
         return {
             "openapi": "3.1.0",
             "info": {"title": "Metered automation gateway", "version": "1.0.0",

@@ -22,6 +22,8 @@ def route_table(deps) -> list[tuple[str, object]]:
     service, config = deps.actions, deps.config
     call = actions.ActionCall(service, config, deps.redis)
     redis = deps.redis
+    oauth_server, token_service, social_login = deps.oauth_server, deps.tokens, deps.social_login
+    login_guard = sessions.LoginGuard(deps.limiter, config.logins, config.trusted_proxies)
     return [
         # Operations
         ("/health", ops.Health()),
@@ -39,7 +41,8 @@ def route_table(deps) -> list[tuple[str, object]]:
         ("/zapier/v1/compositions", compositions.CompositionList(config, redis)),
         ("/zapier/v1/compositions/{uid}", compositions.CompositionItem(config, redis)),
         ("/zapier/v1/compositions/{uid}/events", compositions.CompositionEvents(config, redis)),
-        ("/zapier/v1/compositions/{uid}/cancel", compositions.CompositionCancel(config, redis)),
+        ("/zapier/v1/compositions/{uid}/cancel", compositions.CompositionCancel(config, redis,
+                                                                          deps.clock)),
         ("/outputs/{uid}/{name}", compositions.OutputFile(deps.storage)),
         # Lists, triggers and webhooks (CONTRACT 7)
         ("/list-posts", posts.ListPosts(config)),
@@ -65,10 +68,29 @@ def route_table(deps) -> list[tuple[str, object]]:
         ("/admin/plans/{name}", admin.AdminPlan()),
         ("/admin/prices/{action}", admin.AdminPrice(service)),
         ("/admin/receipts/{txn_receipt}/refund", admin.AdminRefund()),
-        # Identity (CONTRACT 2): OAuth2 provider, bearer tokens and account routes, social
-        *oauth2.routes(deps),
-        *sessions.routes(deps),
-        *social.routes(deps),
+        # Identity (CONTRACT 2): the OAuth2 provider (docs/OAUTH.md)
+        ("/oauth/authorize", oauth2.Authorize(deps, oauth_server)),
+        ("/oauth/token", oauth2.Token(deps, oauth_server)),
+        ("/oauth/revoke", oauth2.Revoke(deps, oauth_server)),
+        ("/admin/oauth/clients", oauth2.AdminOAuthClients()),
+        # Password bearer tokens (seed 001; docs/SESSIONS.md)
+        ("/auth/token", sessions.AuthToken(token_service, login_guard)),
+        ("/auth/refresh", sessions.AuthRefresh(token_service, login_guard)),
+        # Account data, settings, usage and self user (seeds 000, 002, 003)
+        ("/api/account/data", sessions.AccountData(deps, login_guard)),
+        ("/api/account/settings/set", sessions.SettingsSet(deps.clock)),
+        ("/api/account/settings/get", sessions.SettingsGet()),
+        ("/api/usage", sessions.Usage(deps.clock)),
+        ("/api/user/self", sessions.SelfUser(deps.clock)),
+        # Social login (docs/SOCIAL.md); the static path first (Falcon prefers it anyway)
+        ("/auth/social/exchange", social.SocialExchange(social_login, config)),
+        ("/auth/{provider}", social.SocialStart(social_login, config, deps.limiter)),
+        ("/auth/{provider}/callback", social.SocialCallback(social_login, config)),
         # AIMG compatibility routes (seed 003; CONTRACT 9)
-        *aimg.routes(deps),
+        ("/generateImage", aimg.GenerateImage(deps)),
+        ("/generateVideo", aimg.GenerateVideo(deps)),
+        ("/getItemStatus", aimg.ItemStatus(deps)),
+        ("/getModels", aimg.Models(deps)),
+        ("/getQueuesLength", aimg.QueuesLength(deps)),
+        ("/getSamplePrompts", aimg.SamplePrompts()),
     ]

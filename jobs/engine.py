@@ -16,60 +16,22 @@ import logging
 import os
 import socket
 import threading
-import time
 
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
-from core.clock import utcnow
 from core.errors import Conflict, InvalidRequest, NotFound
-from core.ids import new_id
 from jobs import events, webhooks
+from jobs.context import Batch, JobContext
+from jobs.interrupts import JobCancelled, JobExpired
 from jobs.models import Composition, Post
+from jobs.queues import cancel_flag, queue_name
 from jobs.runtime import current
 from metering import ledger
 from metering.db import connection, database, write_transaction
 
 log = logging.getLogger(__name__)
 Q, R = Composition.QUEUED, Composition.RUNNING
-
-
-# How often a running job's checkpoints read the cancel flag from its row and write its
-# progress there; between, cancels arrive through a Redis flag and progress as events.
-CHECKPOINT_DB_S = 0.25
-
-
-def cancel_flag(prefix, uid) -> str:
-    return f"{prefix}:cancel:{uid}"
-
-
-class JobCancelled(Exception):
-    """Raised at a checkpoint when the caller cancelled the running composition."""
-
-
-class JobExpired(Exception):
-    """Raised at a checkpoint when the composition ran past its ttl."""
-
-
-def queue_name(config, queue: str) -> str:
-    return f"{config.redis_prefix}:{queue}"
-
-
-def gpu_queue(model_id: str) -> str:
-    """Generation jobs queue per model, so queue lengths are per model (``/getQueuesLength``)
-    and a GPU worker can batch the requests waiting for the model it has loaded."""
-    return f"gpu.{model_id}"
-
-
-def expand_queues(names, models) -> list[str]:
-    """``gpu`` stands for every model's queue (and the plain one)."""
-    out = []
-    for name in (n.strip() for n in names):
-        if name == "gpu":
-            out += [gpu_queue(m.id) for m in models] + ["gpu"]
-        elif name:
-            out.append(name)
-    return list(dict.fromkeys(out))
 
 
 class RoundRobinSimpleWorker(SimpleWorker):
@@ -81,11 +43,11 @@ class RoundRobinSimpleWorker(SimpleWorker):
         self._ordered_queues = self._ordered_queues[pos + 1:] + self._ordered_queues[:pos + 1]
 
 
-def create(account_id, action, data, *, entry, callback_url, queue, ttl_s) -> Composition:
+def create(account_id, action, data, *, uid, now, entry, callback_url, queue,
+           ttl_s) -> Composition:
     """Insert the job record; call inside the transaction that made the debit ``entry``."""
-    now = utcnow()
     return Composition.create(
-        uid=new_id("comp", 10), account=account_id, action=action.name,
+        uid=uid, account=account_id, action=action.name,
         input=json.dumps(data), receipt=entry.receipt if entry else None,
         credits=-entry.amount if entry else 0, callback_url=callback_url, queue=queue,
         ttl_s=ttl_s, created_at=now, deadline_at=now + dt.timedelta(seconds=ttl_s),
@@ -115,12 +77,12 @@ def queue_position(redis, uid) -> int | None:
     return None if position is None else position + 1
 
 
-def finish(uid, status, *, code=None, message=None, outputs=None, from_states=(Q, R)) -> bool:
+def finish(uid, status, *, now, code=None, message=None, outputs=None,
+           from_states=(Q, R)) -> bool:
     """Move a composition to a final state once; refund unless it completed.
 
     Returns False when another process already finished it (nothing is changed then).
     """
-    now = utcnow()
     changes = {Composition.status: status, Composition.finished_at: now}
     if status == Composition.COMPLETED:
         changes[Composition.outputs] = json.dumps(outputs or [])
@@ -141,14 +103,14 @@ def finish(uid, status, *, code=None, message=None, outputs=None, from_states=(Q
     return True
 
 
-def cancel(account_id, uid, redis, prefix) -> Composition:
+def cancel(account_id, uid, redis, prefix, *, now) -> Composition:
     """Cancel: a queued composition ends now (refunded); a running one is asked to stop
     at its next checkpoint and is refunded if it stops before completing."""
     comp = get(account_id, uid)
     if comp.status in Composition.FINAL:
         raise Conflict(f"The composition already ended ({comp.status})")
-    if finish(uid, Composition.CANCELLED, code="CANCELLED", message="Cancelled by the caller",
-              from_states=(Q,)):
+    if finish(uid, Composition.CANCELLED, now=now, code="CANCELLED",
+              message="Cancelled by the caller", from_states=(Q,)):
         with contextlib.suppress(Exception):  # tidy only: the job would skip itself anyway
             Job.fetch(uid, connection=redis).cancel()
     else:
@@ -161,71 +123,11 @@ def cancel(account_id, uid, redis, prefix) -> Composition:
     return comp
 
 
-class JobContext:
-    """What an asynchronous action's ``perform`` may use while it runs on a worker."""
-
-    def __init__(self, comp, rt):
-        self.uid = comp.uid
-        self.account_id = comp.account_id
-        self.deadline = comp.deadline_at
-        self.config = rt.config
-        self.policy = rt.policy
-        self.models = rt.models
-        self._rt = rt
-        self._storage = rt.storage
-        self._last_percent = None
-        self._last_db = -CHECKPOINT_DB_S  # the first checkpoint reads and writes the row
-        self.stopped = None  # in a batch: the JobCancelled/JobExpired that took it out
-
-    @property
-    def pipelines(self):
-        """The worker's pipeline cache (loads torch on first use)."""
-        return self._rt.pipelines
-
-    def save(self, name, data: bytes) -> str:
-        return self._storage.save(self.uid, name, data)
-
-    def progress(self, percent: int) -> None:
-        """Report progress; also the checkpoint where cancellation and ttl take effect.
-
-        Called after every denoising step, so it must be cheap: a cancel is seen through
-        its Redis flag at once (one EXISTS), and through the database row (the truth,
-        should the flag be lost) at most every ``CHECKPOINT_DB_S``; the row's progress is
-        written at that pace too, while every change is published as an event.
-        """
-        percent = max(0, min(99, int(percent)))
-        now = time.monotonic()
-        due = now - self._last_db >= CHECKPOINT_DB_S
-        if self._cancel_flagged() or (due and self._cancel_recorded()):
-            raise JobCancelled()
-        if utcnow() > self.deadline:
-            raise JobExpired()
-        if percent == self._last_percent:  # a checkpoint only: nothing new to tell
-            return
-        self._last_percent = percent
-        if due:
-            self._last_db = now
-            Composition.update(progress=percent).where(
-                (Composition.uid == self.uid) & (Composition.status == R)).execute()
-        events.publish(self._rt.redis, self.config.redis_prefix, self.uid, R, percent)
-
-    def _cancel_flagged(self) -> bool:
-        try:
-            return bool(self._rt.redis.exists(cancel_flag(self.config.redis_prefix, self.uid)))
-        except Exception:  # Redis may lose things; the row is checked on its own schedule
-            return False
-
-    def _cancel_recorded(self) -> bool:
-        row = (Composition.select(Composition.cancel_requested)
-               .where(Composition.uid == self.uid).first())
-        return row is not None and bool(row.cancel_requested)
-
-
-def _heartbeat(uid, interval, stop: threading.Event):
+def _heartbeat(uid, interval, stop: threading.Event, clock):
     while not stop.wait(interval):
         try:
             with connection():
-                Composition.update(heartbeat_at=utcnow()).where(
+                Composition.update(heartbeat_at=clock.now()).where(
                     (Composition.uid == uid) & (Composition.status == R)).execute()
         except Exception:
             log.exception("heartbeat failed for %s", uid)
@@ -240,7 +142,8 @@ def _claim(uid, now) -> bool:
 
 def _start_heartbeat(uid, rt) -> threading.Event:
     stop = threading.Event()
-    threading.Thread(target=_heartbeat, args=(uid, rt.heartbeat_s, stop), daemon=True).start()
+    threading.Thread(target=_heartbeat, args=(uid, rt.heartbeat_s, stop, rt.clock),
+                     daemon=True).start()
     return stop
 
 
@@ -248,12 +151,12 @@ def run_composition(uid: str) -> str:
     """The RQ task. Safe to run twice: only the run that moves it from queued starts it."""
     rt = current()
     with connection():
-        now = utcnow()
+        now = rt.clock.now()
         if not _claim(uid, now):
             return "skipped"
         comp = Composition.get_by_id(uid)
         if now > comp.deadline_at:
-            finish(uid, Composition.FAILED, code="EXPIRED",
+            finish(uid, Composition.FAILED, now=now, code="EXPIRED",
                    message="The composition waited in the queue past its ttl")
             _after(uid, rt)
             return "expired"
@@ -265,28 +168,29 @@ def run_composition(uid: str) -> str:
         try:
             action = rt.registry.get(comp.action)
             result = action.perform(JobContext(comp, rt), json.loads(comp.input))
-            outcome = _conclude(comp, result)
+            outcome = _conclude(comp, rt, result)
         except Exception as exc:  # the action failed: the caller gets a clear error and a refund
-            outcome = _conclude(comp, error=exc)
+            outcome = _conclude(comp, rt, error=exc)
         finally:
             stop.set()
         _after(uid, rt)
         return outcome
 
 
-def _conclude(comp, result=None, error=None) -> str:
+def _conclude(comp, rt, result=None, error=None) -> str:
     """Finish a composition that ran: completed with its result, or ended by ``error``."""
-    uid = comp.uid
+    uid, now = comp.uid, rt.clock.now()
     if error is None:
         with database.atomic():
-            if finish(uid, Composition.COMPLETED, outputs=result.get("outputs", [])):
-                _create_posts(comp, result.get("posts", []))
+            if finish(uid, Composition.COMPLETED, now=now, outputs=result.get("outputs", [])):
+                _create_posts(comp, result.get("posts", []), now, rt.ids)
         return "completed"
     if isinstance(error, JobCancelled):
-        finish(uid, Composition.CANCELLED, code="CANCELLED", message="Cancelled while running")
+        finish(uid, Composition.CANCELLED, now=now, code="CANCELLED",
+               message="Cancelled while running")
         return "cancelled"
     if isinstance(error, JobExpired):
-        finish(uid, Composition.FAILED, code="TIMEOUT", message="Ran past its ttl")
+        finish(uid, Composition.FAILED, now=now, code="TIMEOUT", message="Ran past its ttl")
         return "timeout"
     code = getattr(error, "code", None) or "ACTION_FAILED"
     message = getattr(error, "message", None) or "The action failed"
@@ -294,7 +198,7 @@ def _conclude(comp, result=None, error=None) -> str:
         log.error("composition %s failed", uid, exc_info=error)
     if type(error).__name__ == "JobTimeoutException":
         code, message = "TIMEOUT", "Ran past its ttl"
-    finish(uid, Composition.FAILED, code=code, message=message)
+    finish(uid, Composition.FAILED, now=now, code=code, message=message)
     return "failed"
 
 
@@ -303,31 +207,6 @@ def _conclude(comp, result=None, error=None) -> str:
 # ``perform_batch`` call, then finishes each on its own (outputs, posts, refund, webhooks).
 
 BATCH_SCAN = 200  # how far down the queue a worker looks for companions
-
-
-class Batch(list):
-    """The ``JobContext`` of each member of one batched run, checkpointed together.
-
-    A member that is cancelled or runs past its ttl drops out (its ``stopped`` is set and
-    whatever the run makes for it is discarded); the run stops when no member is left.
-    """
-
-    def __init__(self, ctxs, batch_id):
-        super().__init__(ctxs)
-        self.id = batch_id
-
-    @property
-    def live(self) -> list[JobContext]:
-        return [ctx for ctx in self if ctx.stopped is None]
-
-    def progress(self, percent: int) -> None:
-        for ctx in self.live:
-            try:
-                ctx.progress(percent)
-            except (JobCancelled, JobExpired) as exc:
-                ctx.stopped = exc
-        if not self.live:
-            raise self[0].stopped
 
 
 def _batch_action(comp, rt):
@@ -359,7 +238,7 @@ def _claim_companions(comp, action, rt) -> list[Composition]:
         waiting = {c.uid: c for c in Composition.select().where(
             Composition.uid.in_(ids) & (Composition.status == Q)
             & (Composition.action == comp.action))}
-        leader, now = JobContext(comp, rt), utcnow()
+        leader, now = JobContext(comp, rt), rt.clock.now()
         for job_id in ids:
             if len(claimed) + 1 >= rt.config.gpu_batch_max:
                 break
@@ -371,7 +250,7 @@ def _claim_companions(comp, action, rt) -> list[Composition]:
                 continue
             if action.batch_fits and not action.batch_fits(leader, [*inputs, data]):
                 continue
-            if not _claim(job_id, utcnow()):
+            if not _claim(job_id, rt.clock.now()):
                 continue  # another worker or a cancel got there first
             with contextlib.suppress(Exception):  # tidy only: its run would skip itself
                 queue.remove(job_id)
@@ -385,7 +264,7 @@ def _claim_companions(comp, action, rt) -> list[Composition]:
 
 
 def _run_batch(comps, action, rt) -> str:
-    batch = Batch([JobContext(c, rt) for c in comps], new_id("bat", 10))
+    batch = Batch([JobContext(c, rt) for c in comps], rt.ids("bat", 10))
     stops = []
     for comp in comps:
         events.publish(rt.redis, rt.config.redis_prefix, comp.uid, R, 0)
@@ -401,9 +280,9 @@ def _run_batch(comps, action, rt) -> str:
         for ctx, comp, result in zip(batch, comps, results, strict=True):
             error = ctx.stopped or (result if isinstance(result, BaseException) else None)
             try:
-                outcomes.append(_conclude(comp, None if error else result, error))
+                outcomes.append(_conclude(comp, rt, None if error else result, error))
             except Exception as exc:  # e.g. its outputs could not be recorded
-                outcomes.append(_conclude(comp, error=exc))
+                outcomes.append(_conclude(comp, rt, error=exc))
     finally:
         for stop in stops:
             stop.set()
@@ -413,11 +292,10 @@ def _run_batch(comps, action, rt) -> str:
     return outcomes[0] if len(comps) == 1 else f"batch {batch.id}: {', '.join(outcomes)}"
 
 
-def _create_posts(comp, posts):
-    now = utcnow()
+def _create_posts(comp, posts, now, ids):
     for post in posts:
         Post.create(
-            urn=new_id("post", 10), account=comp.account_id, composition=comp.uid,
+            urn=ids("post", 10), account=comp.account_id, composition=comp.uid,
             card_poster=post["cardPoster"], deliverable=json.dumps(post["deliverable"]),
             platform=post.get("platform", "web"), post_format=post.get("postFormat", "image"),
             content_type=post.get("contentType", "image"),
@@ -439,21 +317,21 @@ def _after(uid, rt):
 def reap(now=None) -> int:
     """Finish compositions whose worker died (no heartbeat) or that outlived their ttl."""
     rt = current()
-    now = now or utcnow()
+    now = now or rt.clock.now()
     lost_before = now - dt.timedelta(seconds=rt.heartbeat_s * 3)
     count = 0
     with connection():
         lost = Composition.select(Composition.uid).where(
             (Composition.status == R) & (Composition.heartbeat_at < lost_before))
         for comp in lost:
-            if finish(comp.uid, Composition.FAILED, code="WORKER_LOST",
+            if finish(comp.uid, Composition.FAILED, now=now, code="WORKER_LOST",
                       message="The worker running this composition stopped", from_states=(R,)):
                 count += 1
                 _after(comp.uid, rt)
         expired = Composition.select(Composition.uid).where(
             (Composition.status == Q) & (Composition.deadline_at < now))
         for comp in expired:
-            if finish(comp.uid, Composition.FAILED, code="EXPIRED",
+            if finish(comp.uid, Composition.FAILED, now=now, code="EXPIRED",
                       message="The composition waited in the queue past its ttl",
                       from_states=(Q,)):
                 count += 1

@@ -1,8 +1,9 @@
-"""What a worker process needs, set up once per process from its ``Config``.
+"""What a worker process's RQ tasks use, installed once per process.
 
-RQ calls module-level functions with ids only, so the worker command installs the
-runtime (database binding, Redis, storage, outbound policy) before it starts taking jobs;
-a process that did not (e.g. ``rq`` run by hand) builds it from the environment once.
+RQ calls module-level functions with ids only (``run_composition(uid)``,
+``deliver(msg_id)``), so the services those functions need are installed here before the
+worker starts taking jobs. They are built by the composition root
+(``gateway.services``), never here: this module only holds them.
 """
 
 from __future__ import annotations
@@ -10,19 +11,27 @@ from __future__ import annotations
 import dataclasses
 import threading
 
+from core.clock import Clock
+
 _lock = threading.Lock()
 _current = None
+
+
+class RuntimeMissing(RuntimeError):
+    """An RQ task ran in a process whose services were never installed."""
 
 
 @dataclasses.dataclass
 class Runtime:
     config: object
+    clock: Clock
+    ids: object  # the id generator, core.ids.new_id unless injected
     redis: object
-    registry: object
+    registry: object  # actions.registry.Registry
     storage: object
-    policy: object
+    policy: object  # jobs.outbound.OutboundPolicy
+    models: object  # jobs.gpu.catalogue.Catalogue
     heartbeat_s: float
-    models: object = None  # the model catalogue (jobs.gpu.catalogue.Catalogue)
     _pipelines: object = None
 
     @property
@@ -42,32 +51,15 @@ class Runtime:
         return self._pipelines
 
 
-def install(config, *, registry=None, redis=None) -> Runtime:
-    from actions.outbound import OutboundPolicy
-    from actions.registry import default_registry
-    from jobs.connection import redis_client, resolve_redis_url
-    from jobs.gpu.catalogue import Catalogue
-    from jobs.storage import Storage
-    from metering import db
-
+def install(runtime: Runtime) -> Runtime:
     global _current
     with _lock:
-        db.bind(config.database_url, pool_size=max(4, config.db_pool_size // 4))
-        _current = Runtime(
-            config=config,
-            redis=redis or redis_client(resolve_redis_url(config), timeout=None),
-            registry=registry or default_registry(),
-            storage=Storage(config),
-            policy=OutboundPolicy.from_config(config),
-            heartbeat_s=config.job_heartbeat_s,
-            models=Catalogue.from_config(config),
-        )
-        return _current
+        _current = runtime
+    return runtime
 
 
 def current() -> Runtime:
     if _current is None:
-        from core.config import Config
-
-        return install(Config.from_env())
+        raise RuntimeMissing("No worker runtime installed: run jobs with `gateway worker` "
+                             "(gateway.services.install_worker_runtime)")
     return _current

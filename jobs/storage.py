@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from jobs.views import base_url
+
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 CONTENT_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png",
                  "webp": "image/webp", "gif": "image/gif", "mp4": "video/mp4",
@@ -15,7 +17,7 @@ CONTENT_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png",
 class Storage:
     def __init__(self, config):
         self.root = Path(config.data_dir) / "outputs"
-        self.base_url = config.public_base_url or f"http://{config.bind}"
+        self.base_url = base_url(config)  # workers have no request: the one rule's fallback
 
     def save(self, uid: str, name: str, data: bytes) -> str:
         """Write one output atomically and return its public URL."""

@@ -17,7 +17,6 @@ import json
 import logging
 import random
 import secrets
-import time
 
 from rq import Queue
 
@@ -25,6 +24,9 @@ from core.clock import utcnow
 from core.errors import InvalidRequest, NotFound
 from core.ids import new_id
 from jobs.models import Delivery, Hook, LowCreditState, WebhookSecret
+from jobs.outbound import OutboundRefused, post_json
+from jobs.runtime import current
+from jobs.views import base_url, composition_json
 from metering.db import connection
 from metering.models import Account
 
@@ -118,9 +120,6 @@ def _iso_now():
 
 def deliver(msg_id: str) -> str:
     """The RQ task: one attempt; schedules the next one on failure."""
-    from actions.outbound import OutboundRefused, post_json
-    from jobs.runtime import current
-
     rt = current()
     with connection():
         row = Delivery.get_or_none(Delivery.msg_id == msg_id)
@@ -130,7 +129,7 @@ def deliver(msg_id: str) -> str:
             Delivery.update(status="gone").where(Delivery.id == row.id).execute()
             return "unsubscribed"
         body = row.payload.encode()
-        timestamp = int(time.time())
+        timestamp = int(rt.clock.time())
         headers = {"content-type": "application/json", "webhook-id": msg_id,
                    "webhook-timestamp": str(timestamp),
                    "webhook-signature": sign(secret_for(row.account_id), msg_id, timestamp, body),
@@ -144,7 +143,7 @@ def deliver(msg_id: str) -> str:
         attempts = row.attempts + 1
         if status is not None and 200 <= status < 300:
             Delivery.update(status="delivered", attempts=attempts, last_status=status,
-                            delivered_at=utcnow()).where(Delivery.id == row.id).execute()
+                            delivered_at=rt.clock.now()).where(Delivery.id == row.id).execute()
             return "delivered"
         if status == 410:
             Delivery.update(status="gone", attempts=attempts, last_status=status).where(
@@ -161,7 +160,7 @@ def deliver(msg_id: str) -> str:
             return "failed"
         delay = schedule[attempts - 1] * random.uniform(0.9, 1.1)  # jitter spreads retries
         Delivery.update(attempts=attempts, last_status=status,
-                        next_attempt_at=utcnow() + dt.timedelta(seconds=delay)).where(
+                        next_attempt_at=rt.clock.now() + dt.timedelta(seconds=delay)).where(
             Delivery.id == row.id).execute()
     queue(rt.redis, rt.config).enqueue_in(dt.timedelta(seconds=delay), "jobs.webhooks.deliver",
                                           msg_id, job_id=f"{msg_id}-{attempts}",
@@ -186,16 +185,9 @@ def composition_ended(comp, rt) -> None:
 
 
 def composition_payload(comp, config) -> dict:
-    from core.timefmt import iso
-
-    base = config.public_base_url or f"http://{config.bind}"
-    return {"composition": {
-        "uid": comp.uid, "action": comp.action, "status": comp.status,
-        "progress": comp.progress, "outputs": json.loads(comp.outputs),
-        "error": json.loads(comp.error) if comp.error else None,
-        "txnReceipt": comp.receipt, "refundReceipt": comp.refund_receipt,
-        "createdAt": iso(comp.created_at), "finishedAt": iso(comp.finished_at),
-        "links": {"status": f"{base}/zapier/v1/compositions/{comp.uid}"}}}
+    """``{"composition": ...}``: the same composition JSON as ``GET /zapier/v1/compositions/
+    {uid}`` (``jobs.views.composition_json``), linked from the configured base URL."""
+    return {"composition": composition_json(comp, base_url(config))}
 
 
 def post_payload(post) -> dict:

@@ -67,6 +67,17 @@ def write_transaction():
     return database.atomic()
 
 
+def ping() -> None:
+    """Readiness: run ``SELECT 1`` (on the open connection, or a short-lived one); raises
+    when the database does not answer."""
+    opened = database.connect(reuse_if_open=True)
+    try:
+        database.execute_sql("SELECT 1")
+    finally:
+        if opened:
+            database.close()
+
+
 @contextlib.contextmanager
 def connection():
     """Open a connection for a unit of work outside a request (CLI, workers)."""

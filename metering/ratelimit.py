@@ -26,6 +26,8 @@ from limits import (
 from limits.storage import RedisStorage
 from limits.strategies import FixedWindowRateLimiter
 
+from core.clock import SYSTEM, Clock
+
 log = logging.getLogger(__name__)
 
 BREAKER_SECONDS = 5.0
@@ -47,7 +49,8 @@ def limits_uri(redis_url: str) -> str:
 
 
 class RateLimiter:
-    def __init__(self, redis_url: str, *, prefix: str, timeout_ms: int = 50, on_fail_open=None):
+    def __init__(self, redis_url: str, *, prefix: str, timeout_ms: int = 50, on_fail_open=None,
+                 clock: Clock = SYSTEM):
         timeout = timeout_ms / 1000
         self.storage = RedisStorage(
             limits_uri(redis_url), key_prefix=f"{prefix}:rl",
@@ -55,6 +58,7 @@ class RateLimiter:
         )
         self.strategy = FixedWindowRateLimiter(self.storage)
         self._on_fail_open = on_fail_open or (lambda: None)
+        self._clock = clock  # times the breaker
         self._closed_until = 0.0
         self._lock = threading.Lock()
 
@@ -73,15 +77,15 @@ class RateLimiter:
                              [RateLimitItemPerSecond(amount, multiples=seconds)])
 
     def _guarded(self, fn, *args):
-        if time.monotonic() < self._closed_until:
+        if self._clock.monotonic() < self._closed_until:
             self._on_fail_open()
             return None
         try:
             return fn(*args)
         except Exception as exc:  # any Redis failure: fail open, never fail the request
             with self._lock:
-                already_open = time.monotonic() < self._closed_until
-                self._closed_until = time.monotonic() + BREAKER_SECONDS
+                already_open = self._clock.monotonic() < self._closed_until
+                self._closed_until = self._clock.monotonic() + BREAKER_SECONDS
             if not already_open:
                 log.warning("rate limiter failing open for %ss: %s: %s",
                             BREAKER_SECONDS, type(exc).__name__, exc)
@@ -109,5 +113,7 @@ class RateLimiter:
 
     def _decision(self, item, key, remaining, *, allowed) -> Decision:
         reset = self.storage.get_expiry(key)
+        # ``limits`` computes ``reset`` from Redis' TTL and the real time, so the wait is
+        # measured against the real time too, not the injected clock.
         retry = 0 if allowed else max(1, math.ceil(reset - time.time()))
         return Decision(allowed, item.amount, max(0, remaining), math.ceil(reset), retry)

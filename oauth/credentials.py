@@ -14,7 +14,7 @@ import datetime as dt
 
 from peewee import JOIN
 
-from core.clock import utcnow
+from core.clock import SYSTEM, Clock
 from core.errors import AuthError, Forbidden
 from metering.models import Account, Plan
 from metering.plans import Limits, limits_for
@@ -72,8 +72,9 @@ def parse(authorization: str | None, x_api_key: str | None) -> Presented:
 class ApiKeyAuthenticator:
     kind = "api_key"
 
-    def __init__(self, config):
+    def __init__(self, config, clock: Clock = SYSTEM):
         self.config = config
+        self.clock = clock  # when the key was last used, at most once a minute
 
     def accepts(self, presented: Presented) -> bool:
         return looks_like_key(presented.token)
@@ -83,7 +84,7 @@ class ApiKeyAuthenticator:
         if row is None or row.revoked_at is not None:
             raise AuthError("AUTH_FAILED", "Unknown or revoked API key")
         caller = caller_for(row, self.config, self.kind, row.id)
-        now = utcnow()
+        now = self.clock.now()
         if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
             ApiKey.update(last_used_at=now).where(ApiKey.id == row.id).execute()
         return caller

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from core.clock import utcnow
+from core.clock import SYSTEM, Clock
 from core.errors import InvalidRequest, NotFound
 from core.ids import new_id
 from oauth.models import ApiKey
@@ -44,7 +44,7 @@ def list_keys(account_id: str) -> list[ApiKey]:
                 .order_by(ApiKey.created_at.desc(), ApiKey.id))
 
 
-def revoke_key(account_id: str | None, key_id: str) -> ApiKey:
+def revoke_key(account_id: str | None, key_id: str, clock: Clock = SYSTEM) -> ApiKey:
     """Revoke a key of this account (``None``: any account, for admins). Idempotent."""
     query = ApiKey.select().where(ApiKey.id == key_id)
     if account_id is not None:
@@ -53,7 +53,7 @@ def revoke_key(account_id: str | None, key_id: str) -> ApiKey:
     if row is None:
         raise NotFound("No such key")
     if row.revoked_at is None:
-        row.revoked_at = utcnow()
+        row.revoked_at = clock.now()
         ApiKey.update(revoked_at=row.revoked_at).where(
             (ApiKey.id == key_id) & ApiKey.revoked_at.is_null()).execute()
     return row

@@ -11,21 +11,24 @@ its questions from the peewee tables in ``oauth.provider_models``. Rules of this
   clients (or two Zapier workers) racing to refresh both get fresh tokens;
 - revocation (RFC 7009) of an access token kills that token; of a refresh token, the
   whole grant.
+
+Settings come parsed in ``config.oauth`` (``core.config.OAuthProviderConfig``); every
+expiry (codes, access and refresh tokens, the grace period, consent forms) is checked
+against the injected ``Clock``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import datetime as dt
 import hashlib
 import hmac
 import logging
 import secrets
-import time
 from urllib.parse import unquote_plus, urlparse
 
+import peewee
 from oauthlib.oauth2 import (
     AuthorizationEndpoint,
     BearerToken,
@@ -38,9 +41,11 @@ from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 from oauthlib.oauth2.rfc6749.grant_types import AuthorizationCodeGrant
 from oauthlib.oauth2.rfc6749.grant_types.authorization_code import code_challenge_method_s256
 
-from core.clock import utcnow
-from core.errors import AuthError, InvalidRequest
+from core.clock import SYSTEM, Clock
+from core.config import OAuthProviderConfig
+from core.errors import AuthError, InvalidRequest, ServiceUnavailable
 from core.ids import new_id
+from metering.db import database, write_transaction
 from metering.models import Account
 from oauth.credentials import Caller, Presented, caller_for, with_account
 from oauth.provider_models import AuthorizationCode, OAuthClient, OAuthToken
@@ -57,50 +62,7 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _int(settings, name, default) -> int:
-    raw = settings.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-
-
-@dataclasses.dataclass(frozen=True)
-class ProviderSettings:
-    """The provider's knobs, parsed from ``config.settings`` (the environment at start-up)."""
-
-    access_ttl: int = 3600  # OAUTH_ACCESS_TOKEN_TTL
-    refresh_ttl: int = 180 * 24 * 3600  # OAUTH_REFRESH_TOKEN_TTL; renewed by every rotation
-    grace: int = 60  # OAUTH_REFRESH_GRACE_SECONDS
-    code_ttl: int = 600  # OAUTH_CODE_TTL
-    token_per_hour: int = 3600  # OAUTH_TOKEN_PER_HOUR, token and revoke calls per address
-    login_per_hour: int = 20  # OAUTH_LOGIN_PER_HOUR, consent-page sign-ins per address
-    csrf_ttl: int = 3600  # how long a rendered consent form stays usable
-    csrf_secret: bytes = b""
-
-    @classmethod
-    def from_config(cls, config) -> ProviderSettings:
-        s = getattr(config, "settings", None) or {}
-        secret = s.get("OAUTH_CSRF_SECRET") or ""
-        if secret:
-            key = secret.encode()
-        elif config.admin_key:  # stable across gunicorn workers without another setting
-            key = hashlib.sha256(b"oauth-consent-csrf:" + config.admin_key.encode()).digest()
-        else:
-            key = secrets.token_bytes(32)
-            log.warning("no OAUTH_CSRF_SECRET or ADMIN_KEY: consent forms work only on the "
-                        "process that rendered them")
-        return cls(
-            access_ttl=_int(s, "OAUTH_ACCESS_TOKEN_TTL", 3600),
-            refresh_ttl=_int(s, "OAUTH_REFRESH_TOKEN_TTL", 180 * 24 * 3600),
-            grace=_int(s, "OAUTH_REFRESH_GRACE_SECONDS", 60),
-            code_ttl=_int(s, "OAUTH_CODE_TTL", 600),
-            token_per_hour=_int(s, "OAUTH_TOKEN_PER_HOUR", 3600),
-            login_per_hour=_int(s, "OAUTH_LOGIN_PER_HOUR", config.signup_per_hour),
-            csrf_secret=key,
-        )
+CSRF_TTL = 3600  # how long a rendered consent form stays usable, seconds
 
 
 # --- the validator ---------------------------------------------------------------------
@@ -133,9 +95,10 @@ class Validator(RequestValidator):
     503, so an outage is never mistaken for a dead grant.
     """
 
-    def __init__(self, settings: ProviderSettings):
+    def __init__(self, settings: OAuthProviderConfig, clock: Clock = SYSTEM):
         super().__init__()
         self.settings = settings
+        self.clock = clock
 
     # clients
 
@@ -209,7 +172,7 @@ class Validator(RequestValidator):
             account=request.user, redirect_uri=request.redirect_uri,
             scopes=" ".join(request.scopes), code_challenge=request.code_challenge,
             code_challenge_method=request.code_challenge_method,
-            expires_at=utcnow() + dt.timedelta(seconds=self.settings.code_ttl))
+            expires_at=self.clock.now() + dt.timedelta(seconds=self.settings.code_ttl))
 
     def _code(self, code, request) -> AuthorizationCode | None:
         cached = getattr(request, "gw_code", None)
@@ -224,9 +187,9 @@ class Validator(RequestValidator):
         if row is None or row.client_id != client_id:
             return False
         if row.used:
-            revoke_grant(row.id)  # a replayed code: take down what it issued
+            revoke_grant(row.id, self.clock.now())  # a replayed code: take down what it issued
             return False
-        if row.expires_at <= utcnow():
+        if row.expires_at <= self.clock.now():
             return False
         request.gw_code = row
         request.user = row.account_id
@@ -254,7 +217,7 @@ class Validator(RequestValidator):
                    .where((AuthorizationCode.id == row.id) & (AuthorizationCode.used == False))  # noqa: E712
                    .execute())
         if not claimed:
-            revoke_grant(row.id)
+            revoke_grant(row.id, self.clock.now())
             raise oauth_errors.InvalidGrantError(description="The code was already used",
                                                  request=request)
 
@@ -264,13 +227,14 @@ class Validator(RequestValidator):
     # tokens
 
     def save_bearer_token(self, token, request, *args, **kwargs):
-        now = utcnow()
+        now = self.clock.now()
         parent = getattr(request, "gw_parent", None)
         if parent is not None:
             grant_id, previous = parent.grant_id, parent.refresh_hash
             # Rotation: the old refresh token lives on for the grace period only (set once,
             # so racing refreshes cannot stretch it).
-            (OAuthToken.update(refresh_grace_until=now + dt.timedelta(seconds=self.settings.grace))
+            grace_until = now + dt.timedelta(seconds=self.settings.refresh_grace)
+            (OAuthToken.update(refresh_grace_until=grace_until)
              .where((OAuthToken.id == parent.id) & OAuthToken.refresh_grace_until.is_null())
              .execute())
         else:
@@ -290,7 +254,7 @@ class Validator(RequestValidator):
         if not isinstance(refresh_token, str) or not refresh_token.startswith(REFRESH_PREFIX):
             return False
         row = OAuthToken.get_or_none(OAuthToken.refresh_hash == _hash(refresh_token))
-        now = utcnow()
+        now = self.clock.now()
         if row is None or row.client_id != client.client_id or row.revoked_at is not None:
             return False
         if row.refresh_expires_at is not None and row.refresh_expires_at <= now:
@@ -310,7 +274,7 @@ class Validator(RequestValidator):
     def revoke_token(self, token, token_type_hint, request, *args, **kwargs):
         if not isinstance(token, str):
             return
-        now = utcnow()
+        now = self.clock.now()
         by_client = OAuthToken.client == request.client.client_id
         row = OAuthToken.get_or_none((OAuthToken.access_hash == _hash(token)) & by_client)
         if row is not None:
@@ -319,10 +283,10 @@ class Validator(RequestValidator):
             return
         row = OAuthToken.get_or_none((OAuthToken.refresh_hash == _hash(token)) & by_client)
         if row is not None:
-            revoke_grant(row.grant_id)  # RFC 7009 2.1: and the access tokens it begot
+            revoke_grant(row.grant_id, now)  # RFC 7009 2.1: and the access tokens it begot
 
     def validate_bearer_token(self, token, scopes, request):
-        row = _live_access_row(token)
+        row = _live_access_row(token, self.clock.now())
         if row is None or not set(scopes or ()) <= set(row.scopes.split()):
             return False
         request.user, request.scopes = row.account_id, row.scopes.split()
@@ -336,18 +300,18 @@ class Validator(RequestValidator):
         return None
 
 
-def revoke_grant(grant_id: str) -> int:
-    """Revoke every token issued under one authorization code."""
-    return (OAuthToken.update(revoked_at=utcnow())
+def revoke_grant(grant_id: str, now) -> int:
+    """Revoke every token issued under one authorization code (``now``: the revocation time)."""
+    return (OAuthToken.update(revoked_at=now)
             .where((OAuthToken.grant_id == grant_id) & OAuthToken.revoked_at.is_null())
             .execute())
 
 
-def _live_access_row(token) -> OAuthToken | None:
+def _live_access_row(token, now) -> OAuthToken | None:
     if not isinstance(token, str) or not token.startswith(ACCESS_PREFIX):
         return None
     row = OAuthToken.get_or_none(OAuthToken.access_hash == _hash(token))
-    if row is None or row.revoked_at or row.access_revoked_at or row.access_expires_at <= utcnow():
+    if row is None or row.revoked_at or row.access_revoked_at or row.access_expires_at <= now:
         return None
     return row
 
@@ -371,11 +335,15 @@ def _refresh_token(request, refresh_token=False):
 
 
 class Server(AuthorizationEndpoint, TokenEndpoint, RevocationEndpoint):
-    """oauthlib's endpoints for this gateway: authorize, token (code and refresh), revoke."""
+    """oauthlib's endpoints for this gateway: authorize, token (code and refresh), revoke;
+    with the consent form's CSRF tokens (``csrf``) on the same clock."""
 
-    def __init__(self, settings: ProviderSettings):
+    def __init__(self, settings: OAuthProviderConfig, csrf: ConsentCsrf,
+                 clock: Clock = SYSTEM):
         self.settings = settings
-        self.validator = Validator(settings)
+        self.csrf = csrf
+        self.clock = clock
+        self.validator = Validator(settings, clock)
         self.auth_grant = S256CodeGrant(self.validator, post_token=[self.validator.claim_code])
         self.refresh_grant = RefreshTokenGrant(self.validator)
         self.bearer = BearerToken(self.validator, token_generator=_access_token,
@@ -390,6 +358,26 @@ class Server(AuthorizationEndpoint, TokenEndpoint, RevocationEndpoint):
                                default_token_type=self.bearer)
         RevocationEndpoint.__init__(self, self.validator,
                                     supported_token_types=("access_token", "refresh_token"))
+
+    @classmethod
+    def from_config(cls, config, clock: Clock = SYSTEM) -> Server:
+        return cls(config.oauth, ConsentCsrf(csrf_key(config), clock), clock)
+
+    def in_transaction(self, call, *args):
+        """Run one token or revocation call in its own connection and transaction.
+
+        A database outage raises ``ServiceUnavailable`` (the endpoint answers 503, which
+        OAuth clients retry) and is never mistaken for a dead grant (a 4xx)."""
+        try:
+            database.connect(reuse_if_open=True)
+            with write_transaction():
+                return call(*args)
+        except (peewee.OperationalError, peewee.InterfaceError) as exc:
+            raise ServiceUnavailable(
+                f"The database is unavailable ({type(exc).__name__})") from exc
+        finally:
+            if not database.is_closed():
+                database.close()
 
 
 # --- services --------------------------------------------------------------------------
@@ -456,22 +444,42 @@ def csrf_nonce() -> str:
     return secrets.token_urlsafe(24)
 
 
-def csrf_token(settings: ProviderSettings, nonce: str, client_id: str, now=None) -> str:
+def csrf_key(config) -> bytes:
+    """The consent forms' HMAC key: ``OAUTH_CSRF_SECRET``, else derived from ``ADMIN_KEY``
+    (stable across gunicorn workers without another setting), else random per process."""
+    secret = config.oauth.csrf_secret
+    if secret:
+        return secret.encode()
+    if config.admin_key:
+        return hashlib.sha256(b"oauth-consent-csrf:" + config.admin_key.encode()).digest()
+    log.warning("no OAUTH_CSRF_SECRET or ADMIN_KEY: consent forms work only on the "
+                "process that rendered them")
+    return secrets.token_bytes(32)
+
+
+class ConsentCsrf:
     """The hidden-field token: an HMAC of the cookie's nonce, the client and a timestamp,
-    so a form is bound to the browser that loaded it, to one client, and expires."""
-    issued = str(int(now if now is not None else time.time()))
-    mac = hmac.new(settings.csrf_secret, f"{nonce}|{client_id}|{issued}".encode(),
-                   hashlib.sha256).hexdigest()
-    return f"{issued}.{mac}"
+    so a form is bound to the browser that loaded it, to one client, and expires after
+    ``ttl`` seconds by ``clock``."""
 
+    def __init__(self, key: bytes, clock: Clock = SYSTEM, ttl: int = CSRF_TTL):
+        self.key = key
+        self.clock = clock
+        self.ttl = ttl
 
-def check_csrf(settings: ProviderSettings, nonce, client_id, token) -> bool:
-    if not all(isinstance(v, str) and v for v in (nonce, client_id, token)):
-        return False
-    issued, _, _ = token.partition(".")
-    if not issued.isdigit() or time.time() - int(issued) > settings.csrf_ttl:
-        return False
-    return hmac.compare_digest(csrf_token(settings, nonce, client_id, int(issued)), token)
+    def token(self, nonce: str, client_id: str, issued: int | None = None) -> str:
+        issued = str(int(issued if issued is not None else self.clock.time()))
+        mac = hmac.new(self.key, f"{nonce}|{client_id}|{issued}".encode(),
+                       hashlib.sha256).hexdigest()
+        return f"{issued}.{mac}"
+
+    def check(self, nonce, client_id, token) -> bool:
+        if not all(isinstance(v, str) and v for v in (nonce, client_id, token)):
+            return False
+        issued, _, _ = token.partition(".")
+        if not issued.isdigit() or self.clock.time() - int(issued) > self.ttl:
+            return False
+        return hmac.compare_digest(self.token(nonce, client_id, int(issued)), token)
 
 
 # --- the authenticator -----------------------------------------------------------------
@@ -482,8 +490,9 @@ class OAuthTokenAuthenticator:
 
     kind = "oauth"
 
-    def __init__(self, config):
+    def __init__(self, config, clock: Clock = SYSTEM):
         self.config = config
+        self.clock = clock
 
     def accepts(self, presented: Presented) -> bool:
         return presented.token.startswith(ACCESS_PREFIX)
@@ -492,12 +501,12 @@ class OAuthTokenAuthenticator:
         row = with_account(OAuthToken, OAuthToken.access_hash == _hash(presented.token))
         if row is None or row.revoked_at is not None or row.access_revoked_at is not None:
             raise AuthError("AUTH_FAILED", "Unknown or revoked OAuth access token")
-        if row.access_expires_at <= utcnow():
+        if row.access_expires_at <= self.clock.now():
             raise AuthError("AUTH_FAILED", "The OAuth access token has expired; refresh it")
         return caller_for(row, self.config, self.kind, f"{row.client_id}:{row.account_id}",
                           frozenset(row.scopes.split()))
 
 
-def authenticators(config) -> list:
+def authenticators(config, clock: Clock = SYSTEM) -> list:
     """Credential kinds this module adds to the middleware, asked after API keys."""
-    return [OAuthTokenAuthenticator(config)]
+    return [OAuthTokenAuthenticator(config, clock)]

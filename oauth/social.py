@@ -6,8 +6,10 @@ it for a token with its client secret, reads the user's verified email, and crea
 links the account by that email. The front-end then receives a one-time login code (in the
 Base64URL ``b`` parameter) that it exchanges for an API key at ``POST /auth/social/exchange``.
 
-Everything provider-specific (URLs, scopes, PKCE, user endpoints) is here; the resources
-in ``gateway.resources.social`` only speak HTTP.
+Everything provider-specific (scopes, PKCE, user endpoints) is here; the resources in
+``gateway.resources.social`` only speak HTTP. The settings (each provider's client and
+URLs, the redirect allow-list, lifetimes) come parsed in ``config.social``
+(``core.config.SocialConfig``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import base64
 import contextlib
 import dataclasses
 import hashlib
-import ipaddress
 import json
 import logging
 import os
@@ -30,8 +31,8 @@ from oauthlib.oauth2 import OAuth2Error
 from peewee import IntegrityError
 from requests_oauthlib import OAuth2Session
 
-from core.clock import utcnow
-from core.config import ConfigError
+from core.clock import SYSTEM, Clock
+from core.config import SOCIAL_PROVIDERS, SocialConfig, SocialProvider
 from core.errors import Conflict, InvalidRequest, ServiceUnavailable
 from metering.db import write_transaction
 from metering.models import Account
@@ -44,149 +45,15 @@ log = logging.getLogger(__name__)
 USER_AGENT = "metered-gateway-social-login"
 
 
-@dataclasses.dataclass(frozen=True)
-class ProviderSpec:
-    """A provider's fixed facts and defaults (the URLs can be overridden by settings)."""
-
-    name: str
-    label: str
-    authorize_url: str
-    token_url: str
-    api_url: str  # GitHub/Discord: the REST API base; Google: the OpenID userinfo URL
-    scope: str
-    pkce: bool  # only where the provider documents S256 PKCE for confidential clients
-
-
-SPECS = {
-    # PKCE: documented for GitHub OAuth apps since 2025-07 (S256 only) and for Google web
-    # clients; Discord documents it only for its Social SDK (public clients), so it is off
-    # by default there (DISCORD_PKCE=true turns it on).
-    "github": ProviderSpec("github", "GitHub", "https://github.com/login/oauth/authorize",
-                           "https://github.com/login/oauth/access_token",
-                           "https://api.github.com", "read:user user:email", True),
-    "discord": ProviderSpec("discord", "Discord", "https://discord.com/oauth2/authorize",
-                            "https://discord.com/api/oauth2/token",
-                            "https://discord.com/api", "identify email", False),
-    "google": ProviderSpec("google", "Google", "https://accounts.google.com/o/oauth2/v2/auth",
-                           "https://oauth2.googleapis.com/token",
-                           "https://openidconnect.googleapis.com/v1/userinfo",
-                           "openid email profile", True),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Provider:
-    """One configured provider: the spec with this deployment's client and URLs."""
-
-    name: str
-    label: str
-    client_id: str
-    client_secret: str
-    authorize_url: str
-    token_url: str
-    api_url: str
-    scope: tuple
-    pkce: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class SocialSettings:
-    providers: dict  # name -> Provider, configured ones only
-    redirect_allow: tuple  # parsed allow-list entries (scheme, host, port, path prefix)
-    state_ttl_s: int = 600
-    code_ttl_s: int = 120
-    timeout_s: float = 10.0
-    start_per_hour: int = 60
-
-    @classmethod
-    def from_settings(cls, env) -> SocialSettings:
-        providers = {}
-        for name, spec in SPECS.items():
-            p = name.upper()
-            client_id = (env.get(f"{p}_CLIENT_ID") or "").strip()
-            secret = (env.get(f"{p}_CLIENT_SECRET") or "").strip()
-            if not client_id or not secret:
-                continue
-            api_var = "GOOGLE_USERINFO_URL" if name == "google" else f"{p}_API_URL"
-            urls = {
-                "authorize_url": env.get(f"{p}_AUTHORIZE_URL") or spec.authorize_url,
-                "token_url": env.get(f"{p}_TOKEN_URL") or spec.token_url,
-                "api_url": (env.get(api_var) or spec.api_url).rstrip("/"),
-            }
-            for key, url in urls.items():
-                _check_provider_url(f"{p}_{key.upper()}", url)
-            providers[name] = Provider(
-                name=name, label=spec.label, client_id=client_id, client_secret=secret,
-                scope=tuple((env.get(f"{p}_SCOPE") or spec.scope).split()),
-                pkce=_flag(env, f"{p}_PKCE", spec.pkce), **urls)
-        allow = tuple(_parse_allow_entry(e) for e in
-                      (env.get("SOCIAL_REDIRECT_ALLOW") or "").split(",") if e.strip())
-        return cls(providers=providers, redirect_allow=allow,
-                   state_ttl_s=_positive(env, "SOCIAL_STATE_TTL_SECONDS", 600),
-                   code_ttl_s=_positive(env, "SOCIAL_CODE_TTL_SECONDS", 120),
-                   timeout_s=float(_positive(env, "SOCIAL_HTTP_TIMEOUT_SECONDS", 10)),
-                   start_per_hour=_positive(env, "SOCIAL_START_PER_HOUR", 60))
-
-
-def _flag(env, name, default) -> bool:
-    raw = (env.get(name) or "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}")
-
-
-def _positive(env, name, default) -> int:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive")
-    return value
-
-
-def is_loopback_host(host: str | None) -> bool:
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_provider_url(name, url):
-    """https everywhere; plain http only to a loopback host (local test doubles)."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return
-    if parts.scheme == "http" and is_loopback_host(parts.hostname):
-        return
-    raise ConfigError(f"{name} must be an https URL (http only for loopback), got {url!r}")
+# The providers this gateway knows (their default URLs, scopes and PKCE), and one as
+# configured for this deployment: both are ``core.config.SocialProvider``.
+SPECS = SOCIAL_PROVIDERS
+Provider = SocialProvider
 
 
 # -- The redirectURL allow-list ------------------------------------------------------------
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def _parse_allow_entry(entry: str) -> tuple:
-    entry = entry.strip()
-    parts = urlsplit(entry)
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.username \
-            or parts.password or parts.query or parts.fragment:
-        raise ConfigError(f"SOCIAL_REDIRECT_ALLOW entry {entry!r} must be an http(s) origin "
-                          "or URL prefix without credentials, query or fragment")
-    return (parts.scheme, parts.hostname.lower(), parts.port or _DEFAULT_PORTS[parts.scheme],
-            parts.path or "/")
 
 
 def _path_under(path: str, prefix: str) -> bool:
@@ -250,8 +117,8 @@ def _transport_for(*urls):
 
     oauthlib refuses non-https URLs unless ``OAUTHLIB_INSECURE_TRANSPORT`` is set, and reads
     it from the process environment on every check. Settings only admit http for loopback
-    hosts (``_check_provider_url``), so the variable is set, reference-counted under a lock,
-    only while a call to such a URL runs, and removed after the last one (unless the
+    hosts (``core.config.SocialConfig``), so the variable is set, reference-counted under a
+    lock, only while a call to such a URL runs, and removed after the last one (unless the
     operator had set it). Production URLs are https and never touch the environment.
     """
     global _insecure_users, _insecure_set_by_us
@@ -318,13 +185,19 @@ def username_seed(handle: str, provider: str) -> str:
 class SocialLogin:
     """The login flow over one Redis (states and login codes) and the database."""
 
-    def __init__(self, settings: SocialSettings, redis, prefix: str, *, signup_open: bool,
-                 signup_credits: int):
+    def __init__(self, settings: SocialConfig, redis, prefix: str, *, signup_open: bool,
+                 signup_credits: int, clock: Clock = SYSTEM):
         self.settings = settings
         self.redis = redis
         self.prefix = prefix
         self.signup_open = signup_open
         self.signup_credits = signup_credits
+        self.clock = clock
+
+    @classmethod
+    def from_config(cls, config, redis, clock: Clock = SYSTEM) -> SocialLogin:
+        return cls(config.social, redis, config.redis_prefix, signup_open=config.signup_open,
+                   signup_credits=config.signup_credits, clock=clock)
 
     # Redis keys ------------------------------------------------------------------------
     def _state_key(self, state):
@@ -334,16 +207,24 @@ class SocialLogin:
         return f"{self.prefix}:social:code:{_hash(code)}"
 
     def _take(self, key) -> dict | None:
-        """Read and delete in one step: a state or login code works once, across processes."""
+        """Read and delete in one step: a state or login code works once, across processes;
+        and only until its expiry by ``self.clock`` (Redis drops it then too)."""
         try:
             raw = self.redis.getdel(key)
         except Exception as exc:
             raise ServiceUnavailable("The session store is unavailable") from exc
-        return json.loads(raw) if raw else None
+        if not raw:
+            return None
+        record = json.loads(raw)
+        expires = record.pop("expires", None)
+        if expires is not None and self.clock.time() >= expires:
+            return None
+        return record
 
     def _put(self, key, value: dict, ttl: int):
+        record = {**value, "expires": self.clock.time() + ttl}
         try:
-            self.redis.set(key, json.dumps(value), ex=ttl)
+            self.redis.set(key, json.dumps(record), ex=ttl)
         except Exception as exc:
             raise ServiceUnavailable("The session store is unavailable") from exc
 
@@ -440,7 +321,7 @@ class SocialLogin:
             & (SocialIdentity.provider_user_id == user.provider_user_id))
         if identity is not None:
             SocialIdentity.update(email=email, provider_username=user.username[:255],
-                                  last_login_at=utcnow()).where(
+                                  last_login_at=self.clock.now()).where(
                 SocialIdentity.id == identity.id).execute()
             if not AccountEmail.select().where(AccountEmail.email == email).exists():
                 AccountEmail.create(email=email, account=identity.account_id,
@@ -472,7 +353,8 @@ class SocialLogin:
                 continue
             # create_account always makes a first key; its secret is never shown to anyone
             # here (the front-end gets a key from the exchange), so retire it at once.
-            ApiKey.update(revoked_at=utcnow()).where(ApiKey.account == account.id).execute()
+            ApiKey.update(revoked_at=self.clock.now()).where(
+                ApiKey.account == account.id).execute()
             return account
         raise ServiceUnavailable("Could not choose a username; try again")
 

@@ -8,10 +8,10 @@
 - ``JwtAuthenticator`` lets access tokens in through the ``Identify`` middleware as
   ``Caller(kind="bearer", credential_id=<family id>)``, so rate limits count per session.
 
-Settings (read from ``config.settings``): ``JWT_SECRET`` (else one is generated once and
-kept in ``DATA_DIR/jwt_secret``, mode 0600), ``JWT_ACCESS_TTL`` (seconds, 3600),
-``JWT_REFRESH_TTL`` (seconds, 30 days), ``JWT_REFRESH_GRACE`` (seconds, 10),
-``JWT_LEEWAY`` (seconds of clock skew tolerated on expiry, 0-5, default 5).
+Settings: ``config.tokens`` (``core.config.TokenConfig``, parsed once from ``JWT_SECRET``,
+``JWT_ACCESS_TTL``, ``JWT_REFRESH_TTL``, ``JWT_REFRESH_GRACE`` and ``JWT_LEEWAY``). Without
+``JWT_SECRET`` one is generated once and kept in ``DATA_DIR/jwt_secret``, mode 0600.
+Every expiry is checked against the injected ``Clock``, never the machine's own.
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ import hashlib
 import os
 import re
 import secrets
-import time
 from pathlib import Path
 
 import jwt
 
-from core.clock import utcnow
-from core.config import ConfigError
+from core.clock import SYSTEM, Clock
+from core.config import JWT_MIN_SECRET_LEN, ConfigError, TokenConfig
 from core.errors import AuthError, Forbidden
 from core.ids import new_id
 from metering.db import write_transaction
@@ -41,30 +40,16 @@ ALGORITHM = "HS256"
 ACCESS_KIND = "access"
 REFRESH_PREFIX = "gwr_"
 SECRET_FILE = "jwt_secret"  # noqa: S105 (a file name)
-MIN_SECRET_LEN = 32
+MIN_SECRET_LEN = JWT_MIN_SECRET_LEN
 JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 
 
-def int_setting(settings, name, default, low, high=None):
-    raw = settings.get(name)
-    if raw is None or str(raw).strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value < low or (high is not None and value > high):
-        bounds = f"{low}-{high}" if high is not None else f"at least {low}"
-        raise ConfigError(f"{name} must be {bounds}, got {value}")
-    return value
-
-
-def load_secret(settings, data_dir) -> str:
-    """``JWT_SECRET``, or the generated one kept in ``DATA_DIR/jwt_secret`` (0600).
+def load_secret(given: str, data_dir) -> str:
+    """``given`` (the parsed ``JWT_SECRET``), or when empty the generated secret kept in
+    ``DATA_DIR/jwt_secret`` (0600).
 
     The file is written to a temporary name and linked into place, so processes starting
     together all end up with the same secret and none reads a half-written file."""
-    given = settings.get("JWT_SECRET")
     if given:
         if len(given) < MIN_SECRET_LEN:
             raise ConfigError(f"JWT_SECRET must be at least {MIN_SECRET_LEN} characters")
@@ -87,26 +72,6 @@ def load_secret(settings, data_dir) -> str:
     return secret
 
 
-@dataclasses.dataclass(frozen=True)
-class TokenSettings:
-    secret: str
-    access_ttl: int = 3600
-    refresh_ttl: int = 30 * 24 * 3600
-    refresh_grace: int = 10
-    leeway: int = 5
-
-    @classmethod
-    def from_config(cls, config) -> TokenSettings:
-        settings = config.settings or {}
-        return cls(
-            secret=load_secret(settings, config.data_dir),
-            access_ttl=int_setting(settings, "JWT_ACCESS_TTL", 3600, 1),
-            refresh_ttl=int_setting(settings, "JWT_REFRESH_TTL", 30 * 24 * 3600, 1),
-            refresh_grace=int_setting(settings, "JWT_REFRESH_GRACE", 10, 0, 300),
-            leeway=int_setting(settings, "JWT_LEEWAY", 5, 0, 5),
-        )
-
-
 def hash_refresh(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -118,17 +83,22 @@ def looks_like_jwt(token: str) -> bool:
 class TokenService:
     """Issues, rotates and revokes bearer sessions; verifies access tokens."""
 
-    def __init__(self, settings: TokenSettings):
+    def __init__(self, settings: TokenConfig, clock: Clock = SYSTEM):
+        if not settings.secret:
+            raise ValueError("TokenService needs a secret: build it with from_config")
         self.settings = settings
+        self.clock = clock
 
     @classmethod
-    def from_config(cls, config) -> TokenService:
-        return cls(TokenSettings.from_config(config))
+    def from_config(cls, config, clock: Clock = SYSTEM) -> TokenService:
+        """The service for ``config.tokens``, with the generated secret when none is set."""
+        secret = load_secret(config.tokens.secret, config.data_dir)
+        return cls(dataclasses.replace(config.tokens, secret=secret), clock)
 
     # --- access tokens -----------------------------------------------------------------
 
     def encode_access(self, account_id: str, family_id: str) -> tuple[str, int]:
-        now = int(time.time())
+        now = int(self.clock.time())
         ttl = self.settings.access_ttl
         claims = {"sub": account_id, "iat": now, "exp": now + ttl,
                   "jti": new_id("jti", 12), "fam": family_id, "kind": ACCESS_KIND}
@@ -140,17 +110,34 @@ class TokenService:
             header = jwt.get_unverified_header(token)
             if header.get("alg") != ALGORITHM:  # "none", RS256, HS512...: never accepted
                 raise AuthError("AUTH_FAILED", "Unsupported token algorithm")
+            # PyJWT checks the signature and that the claims are present; the times are
+            # checked by _check_times on self.clock (PyJWT would use the machine's clock).
             claims = jwt.decode(token, self.settings.secret, algorithms=[ALGORITHM],
-                                leeway=self.settings.leeway,
-                                options={"require": ["sub", "iat", "exp", "jti"]})
-        except jwt.ExpiredSignatureError:
-            raise AuthError("AUTH_FAILED", "The bearer token has expired") from None
+                                options={"require": ["sub", "iat", "exp", "jti"],
+                                         "verify_exp": False, "verify_iat": False,
+                                         "verify_nbf": False})
         except jwt.InvalidTokenError:
             raise AuthError("AUTH_FAILED", "Invalid bearer token") from None
+        self._check_times(claims)
         if claims.get("kind") != ACCESS_KIND or not isinstance(claims.get("fam"), str) \
                 or not isinstance(claims.get("sub"), str):
             raise AuthError("AUTH_FAILED", "Invalid bearer token")
         return claims
+
+    def _check_times(self, claims: dict) -> None:
+        """``iat``/``nbf`` not in the future and ``exp`` not past, by ``self.clock`` and with
+        ``JWT_LEEWAY`` seconds of skew either way (what PyJWT checks, on our clock)."""
+        now, leeway = self.clock.time(), self.settings.leeway
+        try:
+            exp = int(claims["exp"])
+            iat = int(claims["iat"])
+            nbf = int(claims["nbf"]) if "nbf" in claims else None
+        except (ValueError, TypeError, OverflowError):
+            raise AuthError("AUTH_FAILED", "Invalid bearer token") from None
+        if iat > now + leeway or (nbf is not None and nbf > now + leeway):
+            raise AuthError("AUTH_FAILED", "Invalid bearer token")
+        if exp <= now - leeway:
+            raise AuthError("AUTH_FAILED", "The bearer token has expired")
 
     # --- sessions ----------------------------------------------------------------------
 
@@ -159,7 +146,7 @@ class TokenService:
         row = RefreshToken.create(
             id=new_id("rtok", 10), family=family_id, account=account_id,
             token_hash=hash_refresh(secret),
-            expires_at=utcnow() + dt.timedelta(seconds=self.settings.refresh_ttl))
+            expires_at=self.clock.now() + dt.timedelta(seconds=self.settings.refresh_ttl))
         return row, secret
 
     def _pair(self, account_id, family_id, refresh_secret) -> dict:
@@ -185,7 +172,7 @@ class TokenService:
                .where(RefreshToken.token_hash == hash_refresh(token)).first())
         if row is None:
             raise AuthError("AUTH_FAILED", "Unknown refresh token")
-        now = utcnow()
+        now = self.clock.now()
         if row.revoked_at is not None or row.family.revoked_at is not None:
             raise AuthError("AUTH_FAILED", "This session has been revoked")
         if row.expires_at <= now:
@@ -216,7 +203,7 @@ class TokenService:
         return self._pair(row.account_id, row.family_id, refresh)
 
     def revoke_family(self, family_id: str, reason: str) -> None:
-        now = utcnow()
+        now = self.clock.now()
         with write_transaction():
             TokenFamily.update(revoked_at=now, revoked_reason=reason[:64]).where(
                 (TokenFamily.id == family_id) & TokenFamily.revoked_at.is_null()).execute()
@@ -229,9 +216,9 @@ class JwtAuthenticator:
 
     kind = "bearer"
 
-    def __init__(self, config, service: TokenService | None = None):
+    def __init__(self, config, service: TokenService | None = None, clock: Clock = SYSTEM):
         self.config = config
-        self.service = service or TokenService.from_config(config)
+        self.service = service or TokenService.from_config(config, clock)
 
     def accepts(self, presented: Presented) -> bool:
         return looks_like_jwt(presented.token)
@@ -243,8 +230,3 @@ class JwtAuthenticator:
         if row is None or row.revoked_at is not None:
             raise AuthError("AUTH_FAILED", "This session has been revoked")
         return caller_for(row, self.config, self.kind, row.id)
-
-
-def authenticators(config) -> list:
-    """Credential kinds this module adds to the middleware, asked after API keys."""
-    return [JwtAuthenticator(config)]

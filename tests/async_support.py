@@ -134,13 +134,15 @@ def start_worker(config, queues="cpu,webhooks", **extra):
                             cwd=ROOT, env=worker_env(config, **extra), start_new_session=True)
 
 
-def burst(config, queues=("cpu",)):
-    """Run a real RQ SimpleWorker in this process until the queues are empty."""
+def burst(config, queues=("cpu",), clock=None):
+    """Run a real RQ SimpleWorker in this process until the queues are empty; ``clock``
+    (a ``core.clock.Clock``) is the worker's notion of now, e.g. shifted past a ttl."""
     from rq import SimpleWorker
 
-    from jobs import runtime
+    from core.clock import SYSTEM
+    from gateway.services import install_worker_runtime
 
-    rt = runtime.install(config)
+    rt = install_worker_runtime(config, clock=clock or SYSTEM)
     worker = SimpleWorker([f"{config.redis_prefix}:{q}" for q in queues], connection=rt.redis)
     worker.work(burst=True)
     return rt

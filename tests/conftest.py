@@ -23,9 +23,9 @@ import requests
 from falcon.testing import TestClient
 
 from core.config import Config
+from gateway import schema as product_schema
 from gateway.app import build_deps, create_app
 from metering import db as dbmod
-from metering import migrations
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
@@ -89,7 +89,7 @@ def config(pg_url, redis_prefix, tmp_path_factory) -> Config:
 def schema(config):
     dbmod.bind(config.database_url, config.db_pool_size)
     with dbmod.connection():
-        migrations.upgrade()
+        product_schema.upgrade()
     return True
 
 

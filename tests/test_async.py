@@ -3,6 +3,7 @@ lifecycle (wait, 202, polling, SSE, cancel), and money following the outcome."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import os
@@ -14,6 +15,7 @@ from PIL import Image
 
 from async_support import burst, poll, start_worker
 from conftest import bearer, ledger_sum, make_app
+from core.clock import SystemClock, utcnow
 from metering import db as dbmod
 
 PRICE = 25
@@ -133,8 +135,7 @@ def test_expired_in_queue_is_refunded(lconfig, make_account, images, schema):
     account_id, key = make_account(credits=30)
     resp = listing(client, key, images.url + "/product.png")
     assert resp.json["meta"]["ttl"] == 1000
-    time.sleep(1.3)
-    burst(short)
+    burst(short, clock=SystemClock(offset=dt.timedelta(seconds=1.3)))  # the worker is late
     comp = poll(client, key, resp.json["data"]["composition"]["uid"])
     assert comp["status"] == "failed" and comp["error"]["code"] == "EXPIRED"
     assert len(refunds_of(account_id, comp["txnReceipt"])) == 1
@@ -142,7 +143,8 @@ def test_expired_in_queue_is_refunded(lconfig, make_account, images, schema):
 
 
 def test_killed_worker_is_detected_and_refunded(lclient, lconfig, make_account, images):
-    from jobs import engine, runtime
+    from gateway.services import install_worker_runtime
+    from jobs import engine
 
     account_id, key = make_account(credits=30)
     uid = listing(lclient, key, images.url + "/slow").json["data"]["composition"]["uid"]
@@ -153,10 +155,10 @@ def test_killed_worker_is_detected_and_refunded(lclient, lconfig, make_account, 
     finally:  # the whole worker dies at once, its RQ scheduler child included
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-    runtime.install(lconfig)
-    time.sleep(2)  # three missed heartbeats of 0.5 s
-    assert engine.reap() == 1
-    assert engine.reap() == 0  # a second reaper finds nothing to do
+    install_worker_runtime(lconfig)
+    later = utcnow() + dt.timedelta(seconds=2)  # three missed heartbeats of 0.5 s
+    assert engine.reap(now=later) == 1
+    assert engine.reap(now=later) == 0  # a second reaper finds nothing to do
     comp = poll(lclient, key, uid)
     assert comp["status"] == "failed" and comp["error"]["code"] == "WORKER_LOST"
     assert len(refunds_of(account_id, comp["txnReceipt"])) == 1

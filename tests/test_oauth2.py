@@ -7,6 +7,7 @@ scopes, client authentication and the rate limits OAuth tokens share per client 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import html.parser
 import secrets
@@ -21,6 +22,7 @@ import requests
 from falcon.testing import TestClient
 
 from conftest import ADMIN, free_port, make_app, start_gunicorn
+from core.clock import ManualClock
 from metering import db as dbmod
 from oauth.provider_models import OAuthClient, OAuthToken
 
@@ -415,13 +417,14 @@ def test_unknown_token_is_401_auth_failed(client):
 
 
 def test_expired_access_token_is_401_and_refresh_works(config, schema, user, oauth_client):
-    short = config.replace(settings={**config.settings, "OAUTH_ACCESS_TOKEN_TTL": "1"})
-    client = TestClient(make_app(short))
+    short = config.replace(oauth=dataclasses.replace(config.oauth, access_ttl=1))
+    clock = ManualClock()
+    client = TestClient(make_app(short, clock=clock))
     client_id, secret = oauth_client()
     tokens = full_flow(client, client_id, secret, user[1])
     assert tokens["expires_in"] == 1
     assert client.simulate_get(ME, headers=bearer(tokens["access_token"])).status_code == 200
-    time.sleep(1.2)
+    clock.advance(1.2)
     resp = client.simulate_get(ME, headers=bearer(tokens["access_token"]))
     assert resp.status_code == 401 and resp.json["error"]["code"] == "AUTH_FAILED"
     fresh = token_call(client, {"grant_type": "refresh_token",
@@ -461,15 +464,16 @@ def test_refresh_rotates_and_keeps_scopes(client, oauth_client, user):
 
 
 def test_old_refresh_token_dies_after_the_grace_period(config, schema, user, oauth_client):
-    quick = config.replace(settings={**config.settings, "OAUTH_REFRESH_GRACE_SECONDS": "1"})
-    client = TestClient(make_app(quick))
+    quick = config.replace(oauth=dataclasses.replace(config.oauth, refresh_grace=1))
+    clock = ManualClock()
+    client = TestClient(make_app(quick, clock=clock))
     client_id, secret = oauth_client()
     tokens = full_flow(client, client_id, secret, user[1])
     old = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
     first = token_call(client, old, basic(client_id, secret))
     again = token_call(client, old, basic(client_id, secret))  # within the grace period
     assert first.status_code == 200 and again.status_code == 200, again.text
-    time.sleep(1.2)
+    clock.advance(1.2)
     late = token_call(client, old, basic(client_id, secret))
     assert late.status_code == 400 and late.json["error"] == "invalid_grant"
     for issued in (first.json, again.json):  # what the rotation issued still works
@@ -595,7 +599,7 @@ def test_tokens_of_one_client_and_user_share_a_rate_limit(client, oauth_client, 
 
 
 def test_token_endpoint_is_rate_limited_per_address(config, schema, oauth_client):
-    tight = config.replace(settings={**config.settings, "OAUTH_TOKEN_PER_HOUR": "3"})
+    tight = config.replace(oauth=dataclasses.replace(config.oauth, token_per_hour=3))
     client = TestClient(make_app(tight))
     client_id, secret = oauth_client()
     fields = {"grant_type": "refresh_token", "refresh_token": "gwr_nope"}

@@ -22,6 +22,8 @@ from limits import RateLimitItemPerDay, RateLimitItemPerMinute
 from prometheus_client import REGISTRY
 
 from conftest import ADMIN, bearer, free_port, ledger_sum, make_app
+from core.clock import ManualClock
+from metering.ratelimit import BREAKER_SECONDS
 
 ME = "/zapier/v1/me"
 
@@ -282,12 +284,9 @@ def test_fails_open_when_redis_is_stopped(config, schema, make_account, own_redi
     before = _fail_open_count()
     balances = []
     for i in range(3):
-        started = time.monotonic()
         resp = client.simulate_post("/zapier/v1/echo", json={"message": str(i)},
                                     headers=bearer(key))
-        elapsed = time.monotonic() - started
         assert resp.status_code == 200, resp.text
-        assert elapsed < 0.75, elapsed  # no Redis timeout paid, let alone retries
         assert "X-RateLimit-Limit" not in resp.headers  # no decision, so no headers
         balances.append(resp.json["meta"]["availableCredit"])
     assert balances == [2, 1, 0]
@@ -330,27 +329,32 @@ def hanging_redis():
     listener.close()
 
 
-def test_fails_open_quickly_when_redis_hangs(config, schema, make_account, hanging_redis):
+def test_fails_open_when_redis_hangs_and_stops_asking(config, schema, make_account,
+                                                      hanging_redis):
     url, held = hanging_redis
-    client = TestClient(make_app(config.replace(redis_url=url)))
+    clock = ManualClock()
+    client = TestClient(make_app(config.replace(redis_url=url), clock=clock))
     account_id, key = make_account(credits=2)
     before = _fail_open_count()
-    started = time.monotonic()
     resp = client.simulate_get(ME, headers=bearer(key))
-    first = time.monotonic() - started
     assert resp.status_code == 200, resp.text
-    assert first < 0.5, first
+    assert "X-RateLimit-Limit" not in resp.headers  # the limiter timed out and let it in
     assert held, "the gateway never reached the hanging listener"
-    # the breaker is open: later requests do not wait on Redis at all
+    reached = len(held)
+    # the breaker is open: later requests do not touch Redis at all (no new connection,
+    # so no timeout paid; the time it takes is measured in bench/, not asserted here)
     for i in range(2):
-        started = time.monotonic()
         resp = client.simulate_post("/zapier/v1/echo", json={"message": str(i)},
                                     headers=bearer(key))
         assert resp.status_code == 200, resp.text
-        assert time.monotonic() - started < 0.5
+    assert len(held) == reached
     assert resp.json["meta"]["availableCredit"] == 0
     assert ledger_sum(account_id) == (0, 0)
     assert _fail_open_count() >= before + 3
+    # once the breaker's time is up, the limiter tries Redis again
+    clock.advance(BREAKER_SECONDS + 1)
+    assert client.simulate_get(ME, headers=bearer(key)).status_code == 200
+    assert len(held) > reached
 
 
 def test_retry_after_is_whole_seconds_until_reset(client, make_account):

@@ -5,10 +5,10 @@ and Redis."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import stat
-import time
 import uuid
 
 import jwt
@@ -16,6 +16,7 @@ import pytest
 from falcon.testing import TestClient
 
 from conftest import ADMIN, bearer, make_app
+from core.clock import ManualClock
 
 PASSWORD = "correct horse battery"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -100,14 +101,14 @@ def test_missing_fields_are_invalid(client):
 
 
 def test_expired_token_is_rejected(config, schema, user):
-    short = config.replace(settings={**config.settings, "JWT_ACCESS_TTL": "1",
-                                     "JWT_LEEWAY": "0"})
-    client = TestClient(make_app(short))
+    short = config.replace(tokens=dataclasses.replace(config.tokens, access_ttl=1, leeway=0))
+    clock = ManualClock()
+    client = TestClient(make_app(short, clock=clock))
     data = _login(client, user[1]).json["data"]
     assert data["expires_in"] == 1
     assert client.simulate_get("/zapier/v1/me",
                                headers=bearer(data["access_token"])).status_code == 200
-    time.sleep(2.1)
+    clock.advance(2.1)
     resp = client.simulate_get("/zapier/v1/me", headers=bearer(data["access_token"]))
     assert resp.status_code == 401
     assert resp.json["error"]["code"] == "AUTH_FAILED"
@@ -141,8 +142,9 @@ def test_tampered_tokens_are_rejected(client, user, config):
 
 
 def test_refresh_rotates_and_reuse_revokes_family(config, schema, user):
+    clock = ManualClock()
     client = TestClient(make_app(config.replace(
-        settings={**config.settings, "JWT_REFRESH_GRACE": "0"})))
+        tokens=dataclasses.replace(config.tokens, refresh_grace=0)), clock=clock))
     first = _login(client, user[1]).json["data"]
     resp = _refresh(client, first["refresh_token"])
     assert resp.status_code == 200, resp.text
@@ -151,7 +153,7 @@ def test_refresh_rotates_and_reuse_revokes_family(config, schema, user):
     assert second["access_token"] != first["access_token"]
     assert client.simulate_get("/zapier/v1/me",
                                headers=bearer(second["access_token"])).status_code == 200
-    time.sleep(1.1)
+    clock.advance(1.1)
 
     # the rotated token again: theft suspected, the whole family dies
     reuse = _refresh(client, first["refresh_token"])
@@ -195,7 +197,7 @@ def test_refresh_accepts_form_and_header_and_refuses_junk(client, user):
 
 def test_login_limited_per_username(config, schema, user):
     client = TestClient(make_app(config.replace(
-        settings={**config.settings, "LOGIN_PER_USERNAME": "3"})))
+        logins=dataclasses.replace(config.logins, per_username=3))))
     for i in range(3):
         resp = _login(client, user[1], "bad password", addr=f"10.0.0.{i + 1}")
         assert resp.status_code == 401
@@ -212,7 +214,7 @@ def test_login_limited_per_username(config, schema, user):
 
 def test_login_limited_per_address(config, schema, user):
     client = TestClient(make_app(config.replace(
-        settings={**config.settings, "LOGIN_PER_ADDRESS": "4"})))
+        logins=dataclasses.replace(config.logins, per_address=4))))
     for i in range(4):
         assert _login(client, f"guess{i}-{uuid.uuid4().hex[:6]}", addr="10.1.1.1") \
             .status_code == 401

@@ -17,7 +17,6 @@ import secrets
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import MappingProxyType
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -25,6 +24,7 @@ import requests
 from falcon.testing import TestClient
 
 from conftest import bearer, make_app
+from core.config import SocialConfig
 from metering import db as dbmod
 from metering.models import Account
 from oauth.social import redirect_allowed
@@ -206,11 +206,11 @@ def fakes():
 
 
 def _social_config(config, fakes, kinds=tuple(KINDS), **changes):
-    settings = dict(config.settings)
+    settings = {}
     for kind in kinds:
         settings.update(fakes[kind].settings())
     settings["SOCIAL_REDIRECT_ALLOW"] = "https://app.example.com/auth/, http://localhost:3000"
-    return config.replace(settings=MappingProxyType(settings), **changes)
+    return config.replace(social=SocialConfig.from_env(settings), **changes)
 
 
 @pytest.fixture(scope="module")

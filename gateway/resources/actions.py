@@ -5,8 +5,7 @@ from __future__ import annotations
 from core.errors import MissingAction
 from gateway import metrics
 from gateway.envelope import ok
-from gateway.resources.common import json_body
-from gateway.resources.compositions import answer, wait_for, wait_seconds
+from gateway.resources.common import answer, json_body, wait_for, wait_seconds
 from metering import ledger
 from oauth.accounts import get_account
 

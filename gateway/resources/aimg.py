@@ -17,11 +17,18 @@ from rq import Queue
 from core.errors import InvalidRequest, NotFound
 from gateway import metrics
 from gateway.envelope import ok
-from gateway.resources.common import base_url, json_body
-from gateway.resources.compositions import STATUSES, wait_for, wait_seconds
+from gateway.resources.common import (
+    STATUSES,
+    base_url,
+    composition_view,
+    json_body,
+    wait_for,
+    wait_seconds,
+)
 from jobs import engine
 from jobs.gpu import prompts
 from jobs.models import Composition
+from jobs.queues import gpu_queue, queue_name
 
 MTYPES = {"generate-image": "image", "generate-video": "video"}
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
@@ -113,14 +120,16 @@ def status_url(req, config, uid) -> str:
     return f"{base_url(req, config)}/getItemStatus?imageID={uid}"
 
 
-def generation_status(comp, redis) -> dict:
-    """The seed-003 GenerationStatus of one generation composition."""
-    mtype = MTYPES.get(comp.action, "image")
+def generation_status(comp, req, config, redis) -> dict:
+    """The seed-003 GenerationStatus of one generation composition: the composition JSON
+    (``common.composition_view``) reshaped, plus the request's ``folderID`` and ``mtype``."""
+    view = composition_view(comp, req, config, redis)
+    mtype = MTYPES.get(view["action"], "image")
     try:
         folder = json.loads(comp.input).get("folderID")
     except (TypeError, ValueError, AttributeError):
         folder = None
-    outputs = json.loads(comp.outputs or "[]")
+    outputs = view["outputs"]
     images = [o for o in outputs if o.get("type") == "image"]
     videos = [o for o in outputs if o.get("type") == "video"]
     frames = sorted((o for o in outputs if o.get("type") == "frame"),
@@ -130,19 +139,18 @@ def generation_status(comp, redis) -> dict:
     if isinstance(ignored, list):
         ignored = " ".join(map(str, ignored))
     out = {
-        "imageID": comp.uid,
+        "imageID": view["uid"],
         "folderID": folder,
-        "status": comp.status,
+        "status": view["status"],
         "ignoredWords": ignored or "",
         "mtype": mtype,
         "url": files[0]["url"] if files else None,
         "urls": [o["url"] for o in files],
-        "queuePosition": (engine.queue_position(redis, comp.uid)
-                          if comp.status == Composition.QUEUED else None),
-        "progress": comp.progress,
-        "error": json.loads(comp.error) if comp.error else None,
-        "txnReceipt": comp.receipt,
-        "refundReceipt": comp.refund_receipt,
+        "queuePosition": view.get("queuePosition"),
+        "progress": view["progress"],
+        "error": view["error"],
+        "txnReceipt": view["txnReceipt"],
+        "refundReceipt": view["refundReceipt"],
     }
     if mtype == "video":
         count = len(frames)
@@ -154,7 +162,7 @@ def generation_status(comp, redis) -> dict:
 
 def answer_status(req, resp, comp, config, redis, **meta):
     """200 when the item ended, 202 (with Location and Retry-After) while it waits or runs."""
-    data = generation_status(comp, redis)
+    data = generation_status(comp, req, config, redis)
     status = 200 if comp.status in Composition.FINAL else 202
     if status == 202:
         resp.set_header("Location", status_url(req, config, comp.uid))
@@ -304,8 +312,8 @@ class QueuesLength:
     def on_get(self, req, resp):
         out = []
         for model in _filtered(self.models, _model_ids(req)):
-            queue_id = engine.gpu_queue(model.id)
-            queue = Queue(engine.queue_name(self.config, queue_id), connection=self.redis)
+            queue_id = gpu_queue(model.id)
+            queue = Queue(queue_name(self.config, queue_id), connection=self.redis)
             out.append({"modelID": model.id, "queueID": queue_id, "queueLength": queue.count})
         ok(req, resp, out)
 
@@ -326,14 +334,3 @@ class SamplePrompts:
             raise InvalidRequest("randomOne must be true or false",
                                  details=[{"field": "randomOne", "problem": "must be a boolean"}])
         ok(req, resp, [prompts.random_prompt()] if raw in TRUE else prompts.sample_prompts())
-
-
-def routes(deps) -> list[tuple[str, object]]:
-    return [
-        ("/generateImage", GenerateImage(deps)),
-        ("/generateVideo", GenerateVideo(deps)),
-        ("/getItemStatus", ItemStatus(deps)),
-        ("/getModels", Models(deps)),
-        ("/getQueuesLength", QueuesLength(deps)),
-        ("/getSamplePrompts", SamplePrompts()),
-    ]

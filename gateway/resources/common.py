@@ -1,14 +1,25 @@
-"""Small helpers shared by resources: JSON bodies, list paging, public URLs, views."""
+"""Every helper more than one resource uses: JSON bodies, list paging, public URLs, views,
+and the composition answer (wait, view, 200/202) shared by the action, composition and
+AIMG routes. Resources import from here, never from each other."""
 
 from __future__ import annotations
 
+import functools
 import json
+import re
+import time
 from urllib.parse import urlencode
 
 from core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from core.timefmt import iso
+from gateway.envelope import ok
+from jobs import engine, events, views
+from jobs.models import Composition
 
 MAX_LIMIT = 100
+MAX_WAIT_S = 60
+STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait=(\d+)")
 
 
 def json_body(req) -> dict:
@@ -89,7 +100,8 @@ def int_param(req, name, default, minimum=1, maximum=None) -> int:
 
 
 def base_url(req, config) -> str:
-    return config.public_base_url or req.prefix
+    """``PUBLIC_BASE_URL`` when set, else this request's own base (see ``jobs.views.base_url``)."""
+    return views.base_url(config, req.prefix)
 
 
 def next_url(req, config, cursor) -> str | None:
@@ -131,3 +143,49 @@ def key_view(row) -> dict:
 def account_view(account) -> dict:
     return {"id": account.id, "username": account.username, "credits": account.balance,
             "plan": account.plan, "createdAt": iso(account.created_at)}
+
+
+# --- compositions: wait, view, answer (actions, compositions and AIMG routes) ---------------
+
+
+def wait_seconds(req, default) -> int:
+    """``?wait=N`` or ``Prefer: wait=N`` (RFC 7240), 0-60 seconds."""
+    raw = req.get_param("wait")
+    if raw is None:
+        match = PREFER_WAIT.search(req.get_header("Prefer") or "")
+        raw = match.group(1) if match else None
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) > MAX_WAIT_S:
+        raise InvalidRequest(f"wait must be an integer from 0 to {MAX_WAIT_S}",
+                             details=[{"field": "wait", "problem": f"0-{MAX_WAIT_S} seconds"}])
+    return int(raw)
+
+
+def wait_for(redis, prefix, account_id, uid, seconds) -> Composition:
+    """The composition once it ended, or as it is after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    with events.Listener(redis, prefix, uid) as listener:
+        while True:
+            comp = engine.get(account_id, uid)
+            remaining = deadline - time.monotonic()
+            if comp.status in Composition.FINAL or remaining <= 0:
+                return comp
+            listener.wait(min(remaining, 1.0))
+
+
+def composition_view(comp, req, config, redis) -> dict:
+    """The composition JSON (``jobs.views.composition_json``) with this request's base URL
+    and, while queued, its live queue position."""
+    return views.composition_json(comp, base_url(req, config),
+                                  queue_position=functools.partial(engine.queue_position, redis))
+
+
+def answer(req, resp, comp, config, redis, **meta):
+    """200 when the composition ended, 202 while it is queued or running."""
+    data = composition_view(comp, req, config, redis)
+    status = 200 if comp.status in Composition.FINAL else 202
+    if status == 202:
+        resp.set_header("Location", data["links"]["status"])
+        resp.set_header("Retry-After", "2")
+    ok(req, resp, {"composition": data, "links": data["links"]}, status, **meta)

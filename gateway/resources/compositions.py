@@ -1,78 +1,27 @@
-"""Asynchronous results: the composition view, waiting, SSE events, cancel, output files."""
+"""Asynchronous results: list, one composition (with waiting), SSE events, cancel, output
+files. The composition JSON is ``jobs.views.composition_json`` (via ``common.composition_view``)."""
 
 from __future__ import annotations
 
 import json
-import re
 import time
 
 from core.errors import InvalidRequest, NotFound
-from core.timefmt import iso
 from gateway.envelope import ok
 from gateway.middleware import NONE
-from gateway.resources.common import MAX_LIMIT, base_url, int_param, next_url
-from jobs import engine, events
+from gateway.resources.common import (
+    MAX_LIMIT,
+    STATUSES,
+    answer,
+    composition_view,
+    int_param,
+    next_url,
+    wait_for,
+    wait_seconds,
+)
+from jobs import engine, events, queries
 from jobs.models import Composition
 from jobs.storage import content_type
-from metering.db import database
-
-MAX_WAIT_S = 60
-STATUSES = ("queued", "running", "completed", "failed", "cancelled")
-PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait=(\d+)")
-
-
-def wait_seconds(req, default) -> int:
-    """``?wait=N`` or ``Prefer: wait=N`` (RFC 7240), 0-60 seconds."""
-    raw = req.get_param("wait")
-    if raw is None:
-        match = PREFER_WAIT.search(req.get_header("Prefer") or "")
-        raw = match.group(1) if match else None
-    if raw is None:
-        return default
-    if not raw.isdigit() or int(raw) > MAX_WAIT_S:
-        raise InvalidRequest(f"wait must be an integer from 0 to {MAX_WAIT_S}",
-                             details=[{"field": "wait", "problem": f"0-{MAX_WAIT_S} seconds"}])
-    return int(raw)
-
-
-def wait_for(redis, prefix, account_id, uid, seconds) -> Composition:
-    """The composition once it ended, or as it is after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    with events.Listener(redis, prefix, uid) as listener:
-        while True:
-            comp = engine.get(account_id, uid)
-            remaining = deadline - time.monotonic()
-            if comp.status in Composition.FINAL or remaining <= 0:
-                return comp
-            listener.wait(min(remaining, 1.0))
-
-
-def view(comp, req, config, redis) -> dict:
-    base = base_url(req, config)
-    out = {
-        "uid": comp.uid, "action": comp.action, "status": comp.status,
-        "progress": comp.progress, "outputs": json.loads(comp.outputs),
-        "error": json.loads(comp.error) if comp.error else None,
-        "txnReceipt": comp.receipt, "refundReceipt": comp.refund_receipt,
-        "creditsUsed": comp.credits, "createdAt": iso(comp.created_at),
-        "startedAt": iso(comp.started_at), "finishedAt": iso(comp.finished_at),
-        "links": {"status": f"{base}/zapier/v1/compositions/{comp.uid}",
-                  "events": f"{base}/zapier/v1/compositions/{comp.uid}/events",
-                  "cancel": f"{base}/zapier/v1/compositions/{comp.uid}/cancel"},
-    }
-    if comp.status == Composition.QUEUED:
-        out["queuePosition"] = engine.queue_position(redis, comp.uid)
-    return out
-
-
-def answer(req, resp, comp, config, redis, **meta):
-    """200 when the composition ended, 202 while it is queued or running."""
-    data = view(comp, req, config, redis)
-    status = 200 if comp.status in Composition.FINAL else 202
-    if status == 202:
-        resp.set_header("Location", data["links"]["status"])
-        resp.set_header("Retry-After", "2")
-    ok(req, resp, {"composition": data, "links": data["links"]}, status, **meta)
 
 
 class CompositionList:
@@ -99,7 +48,7 @@ class CompositionList:
         rows, cursor = engine.list_compositions(
             req.context.caller.account_id, limit=int_param(req, "limit", 50, 1, MAX_LIMIT),
             cursor=req.get_param("cursor"), status=status, action=req.get_param("action"))
-        items = [{**view(c, req, self.config, self.redis), "id": c.uid} for c in rows]
+        items = [{**composition_view(c, req, self.config, self.redis), "id": c.uid} for c in rows]
         ok(req, resp, {"items": items, "next": next_url(req, self.config, cursor)})
 
 
@@ -129,13 +78,13 @@ class CompositionCancel:
 
     openapi_tag = "Compositions"
 
-    def __init__(self, config, redis):
-        self.config, self.redis = config, redis
+    def __init__(self, config, redis, clock):
+        self.config, self.redis, self.clock = config, redis, clock
 
     def on_post(self, req, resp, uid):
         comp = engine.cancel(req.context.caller.account_id, uid, self.redis,
-                             self.config.redis_prefix)
-        ok(req, resp, {"composition": view(comp, req, self.config, self.redis)})
+                             self.config.redis_prefix, now=self.clock.now())
+        ok(req, resp, {"composition": composition_view(comp, req, self.config, self.redis)})
 
 
 class CompositionEvents:
@@ -151,7 +100,7 @@ class CompositionEvents:
     def on_get(self, req, resp, uid):
         account_id = req.context.caller.account_id
         engine.get(account_id, uid)  # 404 before the stream starts
-        database.close()  # the stream re-opens briefly per event; don't pin a pooled conn
+        queries.release_connection()  # the stream reads on short connections; don't pin one
         resp.content_type = "text/event-stream"
         resp.set_header("Cache-Control", "no-cache")
         resp.set_header("X-Accel-Buffering", "no")
@@ -162,9 +111,8 @@ class CompositionEvents:
         deadline = time.monotonic() + 3600  # a stream never outlives an hour
         with events.Listener(self.redis, self.config.redis_prefix, uid) as listener:
             while time.monotonic() < deadline:
-                with database.connection_context():
-                    comp = engine.get(account_id, uid)
-                    data = view(comp, req, self.config, self.redis)
+                comp = queries.read_composition(account_id, uid)
+                data = composition_view(comp, req, self.config, self.redis)
                 if comp.status == Composition.RUNNING:  # per-step events run ahead of the row
                     data["progress"] = max(comp.progress, min(99, listener.progress))
                 if (comp.status, data["progress"]) != last:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from core.timefmt import iso
 from gateway.envelope import ok
 from gateway.resources.common import json_body
-from jobs import webhooks
+from jobs import queries, webhooks
 
 
 def hook_view(hook) -> dict:
@@ -29,8 +29,7 @@ class Hooks:
     def on_post(self, req, resp):
         body = json_body(req)
         account_id = req.context.caller.account_id
-        first = not webhooks.WebhookSecret.select().where(
-            webhooks.WebhookSecret.account == account_id).exists()
+        first = not queries.has_webhook_secret(account_id)
         hook = webhooks.create_hook(account_id, body.get("target_url"), body.get("event"),
                                     self.policy)
         data = hook_view(hook)

@@ -15,13 +15,12 @@ import logging
 from urllib.parse import parse_qsl, urlencode
 
 import falcon
-import peewee
 from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 
+from core.errors import ServiceUnavailable
 from gateway.envelope import ok
 from gateway.middleware import ADMIN, NONE, client_address
 from gateway.resources.common import json_body
-from metering.db import database, write_transaction
 from oauth import provider
 from oauth.accounts import authenticate_password
 from oauth.scopes import SCOPES
@@ -98,7 +97,7 @@ class _OAuthEndpoint:
                 "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
         "503": {"description": "temporarily_unavailable (a backend is down); retry"}}}
 
-    def __init__(self, deps, server):
+    def __init__(self, deps, server: provider.Server):
         self.deps, self.server = deps, server
 
     def _run(self, req, resp, call):
@@ -110,18 +109,15 @@ class _OAuthEndpoint:
         headers["Content-Type"] = FORM
         uri = req.prefix + req.path
         try:
-            database.connect(reuse_if_open=True)
-            with write_transaction():
-                out_headers, out_body, status = call(uri, "POST", body, headers)
-        except (peewee.OperationalError, peewee.InterfaceError) as exc:
-            log.error("oauth %s: database unavailable: %s", req.path, type(exc).__name__)
+            out_headers, out_body, status = self.server.in_transaction(
+                call, uri, "POST", body, headers)
+        except ServiceUnavailable as exc:
+            log.error("oauth %s: database unavailable: %s", req.path,
+                      type(exc.__cause__).__name__)
             _oauth_json(resp, 503, {"error": "temporarily_unavailable",
                                     "error_description": "Try again shortly"},
                         {"Retry-After": "5"})
             return
-        finally:
-            if not database.is_closed():
-                database.close()
         _oauth_json(resp, status, out_body or "{}", out_headers)
 
 
@@ -176,9 +172,10 @@ class Authorize:
         "403": {"description": "Missing or invalid CSRF token (the form is shown again)"}}
         for m in ("get", "post")}
 
-    def __init__(self, deps, server):
+    def __init__(self, deps, server: provider.Server):
         self.deps, self.server = deps, server
         self.settings = server.settings
+        self.csrf = server.csrf
 
     def on_get(self, req, resp):
         params = {k: req.get_param(k) for k in AUTH_PARAMS if req.get_param(k) is not None}
@@ -197,8 +194,7 @@ class Authorize:
             return
         scopes, _ = validated
         nonce = req.cookies.get(CSRF_COOKIE)
-        if not provider.check_csrf(self.settings, nonce, params.get("client_id"),
-                                   form.get("csrf_token")):
+        if not self.csrf.check(nonce, params.get("client_id"), form.get("csrf_token")):
             nonce = provider.csrf_nonce()
             self._set_cookie(req, resp, nonce)
             self._render(resp, params, scopes, nonce, status=403,
@@ -250,7 +246,8 @@ class Authorize:
         return None
 
     def _set_cookie(self, req, resp, nonce):
-        resp.set_cookie(CSRF_COOKIE, nonce, path="/oauth", http_only=True, max_age=3600,
+        resp.set_cookie(CSRF_COOKIE, nonce, path="/oauth", http_only=True,
+                        max_age=provider.CSRF_TTL,
                         secure=req.scheme == "https", same_site="Lax")
 
     def _redirect(self, resp, location):
@@ -283,7 +280,7 @@ class Authorize:
         hidden = "".join(
             f"<input type=\"hidden\" name=\"{k}\" value=\"{html.escape(v)}\">"
             for k, v in params.items())
-        token = provider.csrf_token(self.settings, nonce, params.get("client_id", ""))
+        token = self.csrf.token(nonce, params.get("client_id", ""))
         items = "".join(
             f"<li><code>{html.escape(s)}</code> &mdash; {html.escape(SCOPES.get(s, s))}</li>"
             for s in scopes)
@@ -338,13 +335,3 @@ class AdminOAuthClients:
             body.get("name"), body.get("redirect_uris"), body.get("scopes"),
             confidential=confidential is not False)
         ok(req, resp, {**provider.client_view(client), "client_secret": secret}, status=201)
-
-
-def routes(deps) -> list[tuple[str, object]]:
-    server = provider.Server(provider.ProviderSettings.from_config(deps.config))
-    return [
-        ("/oauth/authorize", Authorize(deps, server)),
-        ("/oauth/token", Token(deps, server)),
-        ("/oauth/revoke", Revoke(deps, server)),
-        ("/admin/oauth/clients", AdminOAuthClients()),
-    ]

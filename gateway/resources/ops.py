@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import falcon
+from rq import Queue, Worker
 
 from gateway import metrics
 from gateway.envelope import error, meta
 from gateway.middleware import NONE
-from metering.db import database
+from jobs import queries
+from jobs.queues import expand_queues, queue_name
+from metering import db
 
 
 class Health:
@@ -33,7 +36,7 @@ class Ready:
         self.redis = redis
 
     def on_get(self, req, resp):
-        checks = {"database": _check(_db_ping), "redis": _check(self.redis.ping)}
+        checks = {"database": _check(db.ping), "redis": _check(self.redis.ping)}
         workers = _check(lambda: _worker_count(self.redis))
         checks["workers"] = workers
         healthy = checks["database"]["ok"] and checks["redis"]["ok"]
@@ -47,18 +50,7 @@ class Ready:
             resp.media = body
 
 
-def _db_ping():
-    opened = database.connect(reuse_if_open=True)
-    try:
-        database.execute_sql("SELECT 1")
-    finally:
-        if opened:
-            database.close()
-
-
 def _worker_count(redis):
-    from rq import Worker
-
     return {"count": Worker.count(connection=redis)}
 
 
@@ -86,30 +78,15 @@ class Metrics:
     def on_get(self, req, resp):
         state = None
         if self.redis is not None:
-            state = metrics.StateCollector(self._queue_depths, _outcomes)
+            state = metrics.StateCollector(self._queue_depths, queries.composition_counts)
         resp.data, resp.content_type = metrics.render(state)
 
     def _queue_depths(self) -> dict:
-        from rq import Queue
-
-        from jobs import engine
-
-        names = engine.expand_queues(["cpu", "gpu", "webhooks"], self.models or ())
+        names = expand_queues(["cpu", "gpu", "webhooks"], self.models or ())
         pipe = self.redis.pipeline()
         for name in names:
-            pipe.llen(Queue.redis_queue_namespace_prefix + engine.queue_name(self.config, name))
+            pipe.llen(Queue.redis_queue_namespace_prefix + queue_name(self.config, name))
         return dict(zip(names, pipe.execute(), strict=True))
-
-
-def _outcomes() -> dict:
-    from peewee import fn
-
-    from jobs.models import Composition
-
-    rows = (Composition.select(Composition.action, Composition.status,
-                               fn.COUNT(Composition.uid).alias("n"))
-            .group_by(Composition.action, Composition.status).tuples())
-    return {(action, status): n for action, status, n in rows}
 
 
 class OpenAPI:

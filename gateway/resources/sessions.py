@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
-import re
 import uuid
 
 import falcon
-from peewee import fn
 
-from core.clock import utcnow
+from core.clock import SYSTEM, Clock
+from core.config import LoginLimits
 from core.errors import (
     AuthError,
     Forbidden,
     InvalidRequest,
     NotFound,
-    PayloadTooLarge,
     RateLimited,
     UnsupportedMediaType,
 )
@@ -29,22 +26,17 @@ from core.timefmt import iso
 from gateway.envelope import ok
 from gateway.middleware import ACCOUNT, NONE, client_address
 from gateway.resources.common import json_body
-from jobs.models import Post
-from metering import ledger
-from metering.db import is_sqlite, write_transaction
-from metering.models import Account, LedgerEntry
+from jobs import posts
+from metering import ledger, usage
+from metering.models import Account
 from oauth import keys
+from oauth.account_settings import check_key, get_setting, set_setting
 from oauth.accounts import authenticate_password, get_account
-from oauth.session_models import AccountSetting
-from oauth.tokens import REFRESH_PREFIX, TokenService, int_setting
+from oauth.tokens import REFRESH_PREFIX, TokenService
 
 FORM = "application/x-www-form-urlencoded"
-SETTING_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-MAX_SETTING_BYTES = 4096
-MAX_SETTINGS = 100
 USAGE_DAYS = 30
 SESSION_NAMESPACE = uuid.UUID("5d0c6a8e-4c1f-4f6e-9a57-6f1d2b0e7c31")
-_REQUIRED = object()
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -99,16 +91,16 @@ class LoginGuard:
     ``LOGIN_PER_ADDRESS`` and ``LOGIN_PER_USERNAME`` attempts (30 and 10 by default) per
     ``LOGIN_WINDOW_SECONDS`` (900); every attempt counts, right or wrong, so a stolen
     list of passwords cannot be tried faster than that. Refresh calls have their own
-    per-address limit, ``REFRESH_PER_MINUTE`` (120)."""
+    per-address limit, ``REFRESH_PER_MINUTE`` (120). The numbers come parsed in
+    ``config.logins``; the windows are the limiter's (Redis) windows."""
 
-    def __init__(self, deps):
-        settings = deps.config.settings or {}
-        self.limiter = deps.limiter
-        self.trusted_proxies = deps.config.trusted_proxies
-        self.window = int_setting(settings, "LOGIN_WINDOW_SECONDS", 900, 1)
-        self.per_address = int_setting(settings, "LOGIN_PER_ADDRESS", 30, 1)
-        self.per_username = int_setting(settings, "LOGIN_PER_USERNAME", 10, 1)
-        self.refresh_per_minute = int_setting(settings, "REFRESH_PER_MINUTE", 120, 1)
+    def __init__(self, limiter, limits: LoginLimits, trusted_proxies: int = 0):
+        self.limiter = limiter
+        self.trusted_proxies = trusted_proxies
+        self.window = limits.window_s
+        self.per_address = limits.per_address
+        self.per_username = limits.per_username
+        self.refresh_per_minute = limits.refresh_per_minute
 
     def _enforce(self, req, decision, what):
         if decision is None:  # Redis is down: the limiter fails open
@@ -145,12 +137,6 @@ def _password_account(guard, req, params) -> Account:
     return account
 
 
-def _usages(account_id) -> int:
-    return (LedgerEntry.select()
-            .where((LedgerEntry.account == account_id) & (LedgerEntry.kind == "debit"))
-            .count())
-
-
 # --- bearer tokens (seed 001) ------------------------------------------------------------
 
 
@@ -160,7 +146,7 @@ class AuthToken:
     auth = NONE
     openapi_tag = "Sessions"
 
-    def __init__(self, service, guard):
+    def __init__(self, service: TokenService, guard: LoginGuard):
         self.service, self.guard = service, guard
 
     def on_post(self, req, resp):
@@ -175,7 +161,7 @@ class AuthRefresh:
     auth = NONE
     openapi_tag = "Sessions"
 
-    def __init__(self, service, guard):
+    def __init__(self, service: TokenService, guard: LoginGuard):
         self.service, self.guard = service, guard
 
     def on_post(self, req, resp):
@@ -236,7 +222,7 @@ class AccountData:
         live = [k for k in keys.list_keys(account.id) if k.revoked_at is None]
         ok(req, resp, {
             "id": account.id, "username": account.username,
-            "usages": _usages(account.id), "credits": ledger.balance(account.id),
+            "usages": usage.debit_count(account.id), "credits": ledger.balance(account.id),
             "api_key": None,
             "keys": [{"keyId": k.id, "prefix": k.prefix, "description": k.description,
                       "createdAt": iso(k.created_at), "lastUsedAt": iso(k.last_used_at)}
@@ -250,60 +236,15 @@ class AccountData:
         self._respond(req, resp)
 
 
-def _check_key(key):
-    if not isinstance(key, str) or not SETTING_KEY_RE.match(key):
-        raise InvalidRequest("key must be 1-64 characters of A-Z a-z 0-9 _ . -",
-                             details=[{"field": "key",
-                                       "problem": "1-64 characters of A-Z a-z 0-9 _ . -"}])
-    return key
-
-
-def set_setting(account_id, key, value):
-    _check_key(key)
-    try:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError):
-        raise InvalidRequest("value must be JSON", details=[
-            {"field": "value", "problem": "must be JSON-serialisable"}]) from None
-    if len(text.encode()) > MAX_SETTING_BYTES:
-        raise PayloadTooLarge(f"value is over {MAX_SETTING_BYTES} bytes as JSON", details=[
-            {"field": "value", "problem": f"at most {MAX_SETTING_BYTES} bytes as JSON"}])
-    now = utcnow()
-    with write_transaction():
-        lock = Account.select(Account.id).where(Account.id == account_id)
-        if not is_sqlite():  # serialise this account's writers so the count is exact
-            lock = lock.for_update()
-        lock.first()
-        exists = AccountSetting.select().where(
-            (AccountSetting.account == account_id) & (AccountSetting.key == key)).exists()
-        if not exists and AccountSetting.select().where(
-                AccountSetting.account == account_id).count() >= MAX_SETTINGS:
-            raise InvalidRequest(f"An account may keep at most {MAX_SETTINGS} settings", details=[
-                {"field": "key", "problem": f"at most {MAX_SETTINGS} settings per account; "
-                                            "overwrite an existing key instead"}])
-        (AccountSetting.insert(account=account_id, key=key, value=text, created_at=now,
-                               updated_at=now)
-         .on_conflict(conflict_target=[AccountSetting.account, AccountSetting.key],
-                      update={AccountSetting.value: text, AccountSetting.updated_at: now})
-         .execute())
-
-
-def get_setting(account_id, key, default=_REQUIRED):
-    row = AccountSetting.get_or_none((AccountSetting.account == account_id)
-                                     & (AccountSetting.key == key))
-    if row is None:
-        if default is _REQUIRED:
-            raise NotFound("No such setting")
-        return default
-    return json.loads(row.value)
-
-
 class SettingsSet:
     """``POST /api/account/settings/set {key, value}``."""
 
     auth = ACCOUNT
     scope = "account:write"  # full-access credentials only (API keys, password bearer)
     openapi_tag = "Account"
+
+    def __init__(self, clock: Clock = SYSTEM):
+        self.clock = clock
 
     def on_post(self, req, resp):
         body = _body(req)
@@ -316,7 +257,7 @@ class SettingsSet:
             raise InvalidRequest("value is required",
                                  details=[{"field": "value", "problem": "required"}])
         key = body.get("key")
-        set_setting(req.context.caller.account_id, key, body["value"])
+        set_setting(req.context.caller.account_id, key, body["value"], now=self.clock.now())
         ok(req, resp, {"message": "Setting updated successfully", "key": key,
                        "value": body["value"]})
 
@@ -329,7 +270,7 @@ class SettingsGet:
     openapi_tag = "Account"
 
     def _respond(self, req, resp):
-        key = _check_key(_params(req).get("key"))
+        key = check_key(_params(req).get("key"))
         ok(req, resp, {"key": key, "value": get_setting(req.context.caller.account_id, key)})
 
     def on_get(self, req, resp):
@@ -353,37 +294,22 @@ class Usage:
     scope = "credits:read"
     openapi_tag = "Account"
 
+    def __init__(self, clock: Clock = SYSTEM):
+        self.clock = clock
+
     def on_get(self, req, resp):
         _own_user_id(req)
         days = req.get_param_as_int("days", min_value=1, max_value=365) or USAGE_DAYS
         account_id = req.context.caller.account_id
-        until = utcnow()
+        until = self.clock.now()
         since = until - dt.timedelta(days=days)
-        rows = (LedgerEntry.select(LedgerEntry.action, LedgerEntry.kind,
-                                   fn.COUNT(LedgerEntry.id).alias("n"),
-                                   fn.SUM(LedgerEntry.amount).alias("total"))
-                .where((LedgerEntry.account == account_id)
-                       & (LedgerEntry.kind.in_(("debit", "refund")))
-                       & (LedgerEntry.created_at >= since))
-                .group_by(LedgerEntry.action, LedgerEntry.kind).tuples())
-        per = {}
-        for action, kind, n, total in rows:
-            item = per.setdefault(action or "unknown",
-                                  {"calls": 0, "credits": 0, "refunds": 0, "creditsRefunded": 0})
-            if kind == "debit":
-                item["calls"] += n
-                item["credits"] += -int(total or 0)
-            else:
-                item["refunds"] += n
-                item["creditsRefunded"] += int(total or 0)
-        actions = [{"action": name, **v, "netCredits": v["credits"] - v["creditsRefunded"]}
-                   for name, v in sorted(per.items())]
+        actions = usage.usage_by_action(account_id, since)
         ok(req, resp, {
             "userId": account_id, "days": days, "from": iso(since), "to": iso(until),
             "totalCalls": sum(a["calls"] for a in actions),
             "totalCredits": sum(a["credits"] for a in actions),
             "totalRefunded": sum(a["creditsRefunded"] for a in actions),
-            "usages": _usages(account_id),
+            "usages": usage.debit_count(account_id),
             "actions": actions,
         })
 
@@ -395,12 +321,15 @@ class SelfUser:
     scope = "account:read"
     openapi_tag = "Account"
 
+    def __init__(self, clock: Clock = SYSTEM):
+        self.clock = clock
+
     def on_get(self, req, resp):
         caller = req.context.caller
         account = get_account(caller.account_id)
         confirmed = req.get_param_as_bool("isAtLeast18Confirmed")
         if confirmed is not None:  # the seed: the back-end remembers it when given
-            set_setting(account.id, "isAtLeast18Confirmed", confirmed)
+            set_setting(account.id, "isAtLeast18Confirmed", confirmed, now=self.clock.now())
         else:
             confirmed = get_setting(account.id, "isAtLeast18Confirmed", False) is True
         session = req.get_header("X-Session-ID")
@@ -408,7 +337,7 @@ class SelfUser:
             session_id = str(uuid.UUID(session)) if session else None
         except ValueError:
             session_id = None
-        items = Post.select().where(Post.account == account.id).count()
+        items = posts.list_posts(account.id, posts.Filters(), limit=1).total
         ok(req, resp, {
             "sessionID": session_id or str(uuid.uuid5(SESSION_NAMESPACE, caller.rate_key)),
             "userID": account.id,
@@ -425,21 +354,7 @@ class SelfUser:
             # the gateway's own fields
             "plan": account.plan,
             "credits": ledger.balance(account.id),
-            "usages": _usages(account.id),
+            "usages": usage.debit_count(account.id),
             "createdAt": iso(account.created_at),
             "credential": {"kind": caller.kind, "id": caller.credential_id},
         })
-
-
-def routes(deps) -> list[tuple[str, object]]:
-    service = TokenService.from_config(deps.config)
-    guard = LoginGuard(deps)
-    return [
-        ("/auth/token", AuthToken(service, guard)),
-        ("/auth/refresh", AuthRefresh(service, guard)),
-        ("/api/account/data", AccountData(deps, guard)),
-        ("/api/account/settings/set", SettingsSet()),
-        ("/api/account/settings/get", SettingsGet()),
-        ("/api/usage", Usage()),
-        ("/api/user/self", SelfUser()),
-    ]

@@ -14,7 +14,7 @@ from gateway.middleware import ADDRESS, NONE, client_address
 from gateway.resources.common import base_url, json_body
 from oauth import keys
 from oauth.accounts import get_account
-from oauth.social import SPECS, LoginRefused, SocialLogin, SocialSettings, add_query, b64url_json
+from oauth.social import SPECS, LoginRefused, SocialLogin, add_query, b64url_json
 
 TAG = "Social login"
 
@@ -181,16 +181,3 @@ class SocialExchange(_Base):
         ok(req, resp, {"id": account.id, "username": account.username,
                        "email": grant.get("email"), "provider": grant["provider"],
                        "api_key": secret, "keyId": row.id}, status=201)
-
-
-def routes(deps) -> list[tuple[str, object]]:
-    config = deps.config
-    login = SocialLogin(SocialSettings.from_settings(config.settings), deps.redis,
-                        config.redis_prefix, signup_open=config.signup_open,
-                        signup_credits=config.signup_credits)
-    return [
-        # static first: Falcon prefers it over /auth/{provider}/... anyway
-        ("/auth/social/exchange", SocialExchange(login, config)),
-        ("/auth/{provider}", SocialStart(login, config, deps.limiter)),
-        ("/auth/{provider}/callback", SocialCallback(login, config)),
-    ]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 from pathlib import Path
 
@@ -40,10 +39,6 @@ SAMPLERS = {
     "UniPC": ("UniPCMultistepScheduler", {}),
 }
 DEFAULT_SAMPLER = "DPM++ 2M Karras"
-
-# The reference job that one credit of "base price" buys: one 512x512 image at 20 steps.
-REFERENCE_PIXELS = 512 * 512
-REFERENCE_STEPS = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,15 +102,6 @@ class ModelSpec:
             "supportsVariations": self.supports_variations, "registrationWall": True,
             "defaultFaceFix": False, "supportsFaceFix": False,
         }
-
-
-def reference_units(width, height, steps, count=1) -> float:
-    """How many reference jobs (512x512, 20 steps) this is: the unit prices are quoted in."""
-    return (width * height / REFERENCE_PIXELS) * (steps / REFERENCE_STEPS) * count
-
-
-def credits_for(base, units, factor=1.0) -> int:
-    return max(1, math.ceil(base * units * factor - 1e-9))
 
 
 _KEYS = {  # JSON name -> dataclass field

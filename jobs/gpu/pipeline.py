@@ -99,7 +99,7 @@ def _run(cache, call: Callable):
     handler, whose traceback still holds them) and other resident models are unloaded,
     so the worker goes on to its next job.
     """
-    from jobs.engine import JobCancelled, JobExpired
+    from jobs.interrupts import JobCancelled, JobExpired
 
     with cache.run_lock:
         try:

@@ -1,0 +1,25 @@
+"""The actions the product ships, one module each. The registry type is in
+``actions.registry``; this list is the only module that imports every action."""
+
+from __future__ import annotations
+
+from actions import (
+    echo,
+    echo_async,
+    estimate_cost,
+    generate_image,
+    generate_video,
+    product_listing,
+)
+from actions.registry import Registry
+
+ACTIONS = (echo.ACTION, echo_async.ACTION, estimate_cost.ACTION, generate_image.ACTION,
+           generate_video.ACTION, product_listing.ACTION)
+
+
+def default_registry() -> Registry:
+    """A registry holding every shipped action (a test may build one of its own)."""
+    registry = Registry()
+    for action in ACTIONS:
+        registry.register(action)
+    return registry
