@@ -147,15 +147,21 @@ class Action:
         """The input with defaults applied, or ``InvalidRequest`` listing every problem."""
         if not isinstance(body, dict):
             raise InvalidRequest("The request body must be a JSON object")
-        errors = sorted(Draft202012Validator(self.json_schema()).iter_errors(body),
-                        key=lambda e: list(e.absolute_path))
-        if errors:
-            details = [_detail(e) for e in errors]
-            raise InvalidRequest("; ".join(f"{d['field']}: {d['problem']}" for d in details),
-                                 details=details)
+        check_schema(self.json_schema(), body)
         data = {f.name: f.default for f in self.fields if f.default is not None}
         data.update({k: v for k, v in body.items() if k not in COMMON_FIELDS})
         return data
+
+
+def check_schema(schema: dict, body) -> None:
+    """``InvalidRequest`` listing every way ``body`` breaks the JSON Schema ``schema``: the
+    one validator for action inputs and for every body a route documents."""
+    errors = sorted(Draft202012Validator(schema).iter_errors(body),
+                    key=lambda e: list(e.absolute_path))
+    if errors:
+        details = [_detail(e) for e in errors]
+        raise InvalidRequest("; ".join(f"{d['field']}: {d['problem']}" for d in details),
+                             details=details)
 
 
 def _detail(error) -> dict:

@@ -3,7 +3,13 @@
 This is the one place where an action meets money. The debit, the action's result and
 the idempotency record's completion are written in one transaction: if ``perform``
 raises, the debit rolls back with it and the claim is released, so a failed call
-changes nothing.
+changes nothing. The result is serialized as it will be sent before that transaction
+commits, so a result that cannot be answered (a lone surrogate, a non-JSON value) rolls
+the debit back too: a committed debit always ends in a response with its envelope.
+
+An asynchronous call checks the queue before it charges; if the queue still fails after
+the commit, the composition fails, is refunded and its idempotency record is discarded
+in one transaction, so a retry with the same key really runs.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import logging
 
 from actions.registry import ActionContext, Registry
 from core.clock import SYSTEM, Clock
-from core.errors import ServiceUnavailable
+from core.errors import InvalidRequest, ServiceUnavailable
 from core.ids import new_id
 from jobs import engine, webhooks
 from jobs.gpu.catalogue import Catalogue
@@ -22,6 +28,11 @@ from metering import idempotency, ledger, plans
 from metering.db import write_transaction
 
 log = logging.getLogger(__name__)
+
+
+class UnsendableResult(RuntimeError):
+    """An action returned a result that cannot be sent as JSON: a bug, answered as a 500
+    (``INTERNAL_ERROR``) after the debit has been rolled back."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +71,7 @@ class ActionService:
     def prepare(self, name, body):
         """Validate and precheck: the action and its normalized input, or INVALID_REQUEST."""
         action = self.registry.get(name)
+        _check_input_encodable(body)
         data = action.validate(body)
         if action.precheck is not None:
             data = action.precheck(data, self) or data
@@ -133,8 +145,10 @@ class ActionService:
                 meta.update(creditsUsed=price, availableCredit=entry.balance_after,
                             txnReceipt=entry.receipt)
             result = action.perform(ctx, data)
+            answer = {"data": result, "meta": meta}
+            _check_sendable(action, answer)  # before the debit commits, not after
             if claim is not None:
-                idempotency.complete(claim, 200, {"data": result, "meta": meta}, receipt)
+                idempotency.complete(claim, 200, answer, receipt)
         if receipt:
             self._after_debit(caller.account_id, meta["availableCredit"])
         return Outcome(200, result, meta)
@@ -153,8 +167,10 @@ class ActionService:
         """Debit, record the job and the idempotent answer in one transaction; then enqueue.
 
         The job is enqueued only after the debit commits, so a worker never sees a job
-        that was not paid for. If the queue is down, the job fails at once and is refunded.
+        that was not paid for. The queue is checked first, so a call while it is down
+        charges nothing; if it fails after the commit anyway, ``_queue_lost`` refunds.
         """
+        self._check_queue()
         callback_url = data.pop("callback_url", None)
         ttl = self.ttl_of(action)
         meta["ttl"] = ttl * 1000
@@ -179,9 +195,61 @@ class ActionService:
         try:
             engine.enqueue(self.redis, self.config, comp)
         except Exception:
+            log.exception("enqueue failed for %s", comp.uid)
+            self._queue_lost(comp, claim)
+        return Outcome(202, {}, meta, composition_uid=comp.uid)
+
+    def _check_queue(self):
+        """Refuse before charging when the queue does not answer (nothing written yet, so
+        ``run`` releases the key and a retry runs)."""
+        if self.redis is None:
+            return
+        try:
+            self.redis.ping()
+        except Exception:
+            log.warning("job queue unavailable before debit", exc_info=True)
+            raise ServiceUnavailable("The job queue is unavailable; nothing was charged",
+                                     retry_after=5) from None
+
+    def _queue_lost(self, comp, claim):
+        """The queue failed after the commit: in one transaction fail the composition
+        (which refunds its debit) and discard the idempotency record, so the same request
+        with the same key runs afresh once the queue is back; then answer 503 saying so."""
+        with write_transaction():
             engine.finish(comp.uid, engine.Composition.FAILED, now=self.clock.now(),
                           code="QUEUE_UNAVAILABLE",
                           message="The job queue is unavailable; the debit was refunded")
-            raise ServiceUnavailable("The job queue is unavailable; nothing was charged") \
-                from None
-        return Outcome(202, {}, meta, composition_uid=comp.uid)
+            if claim is not None:
+                idempotency.discard(claim)
+        refund = engine.Composition.get_by_id(comp.uid).refund_receipt
+        message = ("The job queue is unavailable; nothing was charged" if refund is None else
+                   f"The job queue is unavailable; the debit was refunded (receipt {refund})")
+        raise ServiceUnavailable(message, retry_after=5) from None
+
+
+def _check_input_encodable(body):
+    """Refuse input that no response could echo back: a string holding a lone UTF-16
+    surrogate (legal as a JSON escape, but not Unicode text) is 400, before any charge."""
+    if idempotency.encodable(body):
+        return
+    field = "body"
+    if isinstance(body, dict):
+        for name, value in body.items():
+            if not idempotency.encodable(name):
+                break  # a field name that cannot be written back: name the body instead
+            if not idempotency.encodable(value):
+                field = name
+                break
+    raise InvalidRequest("Strings must be valid Unicode text (no lone UTF-16 surrogates)",
+                         details=[{"field": field, "problem": "must be valid Unicode text"}])
+
+
+def _check_sendable(action, answer):
+    """The answer as it will be sent, or ``UnsendableResult``: raised inside the debit's
+    transaction, it rolls the debit back and ``run`` releases the idempotency claim."""
+    try:
+        idempotency.strict_json(answer)
+    except (TypeError, ValueError) as exc:
+        raise UnsendableResult(
+            f"action {action.name} returned a result that cannot be sent as JSON: "
+            f"{type(exc).__name__}") from exc

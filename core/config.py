@@ -285,6 +285,8 @@ class Config:
     redis_prefix: str = "gw"
     public_base_url: str = ""  # empty: derived from each request's Host
     admin_key: str = ""  # empty: admin routes answer 403
+    admin_failures_per_window: int = 10  # wrong admin keys per client address per window
+    admin_failure_window_s: int = 900  # the window of admin_failures_per_window, seconds
     default_per_minute: int = 60
     default_per_day: int = 1000
     signup_open: bool = True
@@ -308,6 +310,11 @@ class Config:
     job_heartbeat_s: float = 5.0  # a running job's worker proves it is alive this often
     job_ttl_s: int = 0  # 0: each action's own ttl; else an override for every action
     default_wait_s: int = 25  # how long an async POST waits for the result by default
+    # Concurrent waits and SSE streams (metering/concurrency.py): per credential, in all
+    # (0: half of web_workers x web_threads) and per process (0: half of web_threads).
+    wait_slots_per_credential: int = 2
+    wait_slots_total: int = 0
+    wait_slots_per_process: int = 0
     webhook_retry_schedule: tuple = ()  # seconds between retries; empty: about a day
     models_file: str = ""  # the model catalogue (JSON); empty: DATA_DIR/models.json if any
     gpu_device: str = "auto"  # auto | cpu | cuda | cuda:N, for generation workers
@@ -334,6 +341,8 @@ class Config:
             redis_prefix=env.get("REDIS_PREFIX") or "gw",
             public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/"),
             admin_key=env.get("ADMIN_KEY", ""),
+            admin_failures_per_window=_int(env, "ADMIN_FAILURES_PER_WINDOW", 10, 1),
+            admin_failure_window_s=_int(env, "ADMIN_FAILURE_WINDOW_SECONDS", 900, 1),
             default_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 60),
             default_per_day=_int(env, "RATE_LIMIT_PER_DAY", 1000),
             signup_open=_bool(env, "SIGNUP_OPEN", True),
@@ -357,6 +366,10 @@ class Config:
             job_heartbeat_s=_seconds(env, "JOB_HEARTBEAT_SECONDS", 5.0),
             job_ttl_s=_int(env, "JOB_TTL_SECONDS", 0),
             default_wait_s=_int(env, "DEFAULT_WAIT_SECONDS", 25),
+            wait_slots_per_credential=_int(env, "WAIT_SLOTS_PER_CREDENTIAL", 2, 0),
+            wait_slots_total=_int(env, "WAIT_SLOTS_TOTAL", 0, 0),
+            wait_slots_per_process=_int(env, "WAIT_SLOTS_PER_PROCESS", 0, 0,
+                                        _int(env, "GATEWAY_THREADS", 8, 1) - 1),
             webhook_retry_schedule=_floats(env, "WEBHOOK_RETRY_SCHEDULE", ()),
             models_file=env.get("MODELS_FILE", ""),
             gpu_device=env.get("GPU_DEVICE") or "auto",
@@ -369,6 +382,17 @@ class Config:
             oauth=OAuthProviderConfig.from_env(env, signup_per_hour=signup_per_hour),
             social=SocialConfig.from_env(env),
         )
+
+    @property
+    def waits_total(self) -> int:
+        """Concurrent waits and streams across every process: ``WAIT_SLOTS_TOTAL``, else
+        half the server's threads, so ordinary requests always find one."""
+        return self.wait_slots_total or self.web_workers * self.web_threads // 2
+
+    @property
+    def waits_per_process(self) -> int:
+        """Concurrent waits and streams in one gunicorn process (below its thread count)."""
+        return self.wait_slots_per_process or self.web_threads // 2
 
     def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)

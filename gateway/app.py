@@ -15,9 +15,10 @@ import falcon
 from actions.registry import Registry
 from actions.runner import ActionService
 from core.clock import SYSTEM, Clock
-from gateway import errors, metrics, middleware, openapi
+from gateway import edge, errors, metrics, middleware, openapi
 from gateway.routes import route_table
 from gateway.services import Services, build_services
+from metering.concurrency import WaitSlots
 from metering.ratelimit import RateLimiter
 from oauth import provider, tokens
 from oauth.credentials import ApiKeyAuthenticator, Authenticators
@@ -37,6 +38,7 @@ class Deps:
     oauth_server: provider.Server
     tokens: tokens.TokenService
     social_login: SocialLogin
+    wait_slots: WaitSlots  # caps on concurrent waits and SSE streams (threads they hold)
     openapi: object = None
 
     # The shared services, by the names resources use.
@@ -64,6 +66,7 @@ def build_deps(config, *, registry: Registry | None = None, clock: Clock = SYSTE
         oauth_server=provider.Server.from_config(config, clock),
         tokens=token_service,
         social_login=SocialLogin.from_config(config, s.redis, clock),
+        wait_slots=WaitSlots.from_config(config, s.redis, clock),
     )
 
 
@@ -81,11 +84,13 @@ def create_app(config, *, deps: Deps | None = None) -> GatewayApp:
         middleware=[
             middleware.RequestContext(config),
             middleware.DatabaseSession(),
-            middleware.Identify(config, deps.authenticators),
+            middleware.Identify(config, deps.authenticators, deps.limiter),
             middleware.RateLimit(config, deps.limiter),
+            middleware.EdgeParams(),
         ],
     )
     app.req_options.strip_url_path_trailing_slash = False
+    edge.install(app)  # JSON and form bodies refuse NUL and unpaired surrogates
     app.resp_options.default_media_type = falcon.MEDIA_JSON
     errors.install(app)
     table = route_table(deps)

@@ -139,7 +139,14 @@ def cmd_cleanup(config, args):
 def cmd_worker(config, args):
     """An RQ worker in this process (SimpleWorker: no fork per job, so models loaded once
     stay loaded), with the scheduler for webhook retries and a reaper thread that finishes
-    compositions whose worker died."""
+    compositions whose worker died and puts back the ones whose RQ job Redis lost.
+
+    A Redis outage does not end it: the worker reconnects with backoff and serves again in
+    this same process (``jobs.engine.serve_forever``), and the reaper keeps its rounds. A
+    process that dies anyway (killed, out of memory) is the supervisor's to restart:
+    ``gateway serve`` restarts its worker, and in production the platform must restart
+    ``worker`` processes (Procfile)."""
+    import functools
     import threading
 
     from gateway.services import install_worker_runtime
@@ -151,15 +158,19 @@ def cmd_worker(config, args):
               for q in qnames.expand_queues(args.queues.split(","), rt.models)]
 
     def reap_forever():
+        failing = False
         while True:
             try:
                 engine.reap()
-            except Exception as exc:  # keep reaping; the next round may succeed
-                print(f"reaper: {exc}", file=sys.stderr)
+                if failing:
+                    print("reaper: working again", file=sys.stderr)
+                failing = False
+            except Exception as exc:  # keep reaping (Redis or the database may be away)
+                if not failing:
+                    print(f"reaper: {type(exc).__name__}: {exc}", file=sys.stderr)
+                failing = True
             time.sleep(max(1.0, rt.heartbeat_s))
 
-    if not args.burst:
-        threading.Thread(target=reap_forever, daemon=True).start()
     if any(q.split(".")[0] == "gpu" for q in args.queues.split(",")):
         # One such worker per GPU (CUDA_VISIBLE_DEVICES or GPU_DEVICE=cuda:N): it runs one
         # pipeline at a time, and batches requests instead of running them side by side.
@@ -167,8 +178,12 @@ def cmd_worker(config, args):
               f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')} "
               f"batch_max={config.gpu_batch_max} max_models={config.gpu_max_models} "
               f"memory_limit_mb={config.gpu_memory_limit_mb or 'none'}", file=sys.stderr)
-    worker = engine.RoundRobinSimpleWorker(queues, connection=rt.redis)
-    worker.work(burst=args.burst, with_scheduler=not args.burst)
+    make_worker = functools.partial(engine.RoundRobinSimpleWorker, queues, connection=rt.redis)
+    if args.burst:
+        make_worker().work(burst=True)
+        return
+    threading.Thread(target=reap_forever, daemon=True, name="reaper").start()
+    engine.serve_forever(make_worker, rt.redis)
 
 
 def cmd_models(config, args):
@@ -222,7 +237,8 @@ def cmd_reap(config, args):
     from jobs import engine
 
     install_worker_runtime(config)
-    print(f"finished {engine.reap()} abandoned or expired compositions")
+    print(f"reaped {engine.reap()} compositions (abandoned or expired ones failed and "
+          "refunded, lost ones enqueued again)")
 
 
 def _bootstrap(config):
@@ -418,7 +434,8 @@ def parser() -> argparse.ArgumentParser:
 
     cleanup = sub.add_parser("cleanup", help="purge expired idempotency records")
     cleanup.set_defaults(fn=cmd_cleanup)
-    reap = sub.add_parser("reap", help="finish (and refund) compositions whose worker died")
+    reap = sub.add_parser("reap", help="finish (and refund) compositions whose worker died "
+                          "or that expired; enqueue again those whose RQ job was lost")
     reap.set_defaults(fn=cmd_reap)
     return p
 

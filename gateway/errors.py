@@ -1,11 +1,15 @@
 """The one place where errors become HTTP: domain errors by code, Falcon's own errors by
-status, and anything else as a logged, generic ``INTERNAL_ERROR``."""
+status, backend outages (database, Redis) as 503 ``SERVICE_UNAVAILABLE``, and anything
+else as a logged, generic ``INTERNAL_ERROR``. Every 503 carries ``Retry-After`` (the
+error's own, else ``RETRY_AFTER_UNAVAILABLE`` seconds)."""
 
 from __future__ import annotations
 
 import logging
 
 import falcon
+import peewee
+import redis.exceptions as redis_errors
 
 from core.errors import DomainError
 from gateway.envelope import error
@@ -30,12 +34,25 @@ CODE_FOR_STATUS = {
 }
 
 
+RETRY_AFTER_UNAVAILABLE = 5  # seconds, on a 503 that names no time of its own
+
+# Backend outages, not bugs: a lost or refused database connection, and Redis down, hung,
+# loading, read-only or out of memory (RQ raises redis-py's errors as they are).
+UNAVAILABLE = (
+    peewee.OperationalError, peewee.InterfaceError,
+    redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ReadOnlyError,
+    redis_errors.OutOfMemoryError, redis_errors.ClusterDownError, redis_errors.TryAgainError,
+)
+
+
 def _send(req, resp, code, message, status, details=None, headers=None):
     resp.status = falcon.code_to_http_status(status)
     resp.media = error(req, code, message, status, details)
     resp.content_type = falcon.MEDIA_JSON
     for name, value in (headers or {}).items():
         resp.set_header(name, value)
+    if status == 503 and not resp.get_header("Retry-After"):
+        resp.set_header("Retry-After", str(RETRY_AFTER_UNAVAILABLE))
 
 
 def handle_domain(req, resp, ex: DomainError, params):
@@ -60,26 +77,55 @@ def handle_http(req, resp, ex: falcon.HTTPError, params):
     _send(req, resp, code, message, status, headers=headers)
 
 
-def handle_unexpected(req, resp, ex: Exception, params):
+def handle_unavailable(req, resp, ex: Exception, params):
     request_id = getattr(req.context, "request_id", "-")
-    if _is_unavailable(ex):
-        log.error("backend unavailable request_id=%s: %s", request_id, type(ex).__name__)
-        _send(req, resp, "SERVICE_UNAVAILABLE", "A backend service is unavailable", 503,
-              headers={"Retry-After": "5"})
+    log.error("backend unavailable request_id=%s: %s", request_id, type(ex).__name__)
+    _send(req, resp, "SERVICE_UNAVAILABLE", "A backend service is unavailable", 503)
+
+
+def handle_unexpected(req, resp, ex: Exception, params):
+    if _unavailable_cause(ex) is not None:  # an outage wrapped in another exception
+        handle_unavailable(req, resp, ex, params)
         return
+    request_id = getattr(req.context, "request_id", "-")
     log.exception("unhandled error request_id=%s", request_id)
     _send(req, resp, "INTERNAL_ERROR", "Internal error; quote the request id to support", 500)
 
 
-def _is_unavailable(ex) -> bool:
-    """Lost database connections are outages, not bugs: answer 503 so callers retry."""
-    import peewee
+def _unavailable_cause(ex):
+    """The first outage in ``ex``'s chain of causes, else None."""
+    seen = set()
+    while ex is not None and id(ex) not in seen:
+        if isinstance(ex, UNAVAILABLE):
+            return ex
+        seen.add(id(ex))
+        ex = ex.__cause__ or ex.__context__
+    return None
 
-    return isinstance(ex, peewee.OperationalError | peewee.InterfaceError)
+
+class RenderBody:
+    """Serialize the body while a failure can still become an envelope: Falcon renders
+    ``resp.media`` after the last middleware, and a failure there (a lone surrogate, a
+    non-JSON value) is sent as a 500 with an empty body. Rendered here, it reaches
+    ``handle_unexpected``, whose envelope replaces the body. Added last, it runs first."""
+
+    def process_response(self, req, resp, resource, req_succeeded):
+        resp.render_body()  # Falcon keeps the rendered bytes; nothing is serialized twice
+
+
+class RetryAfterOn503:
+    """Every 503 carries ``Retry-After``, also one a resource answers itself (readiness)."""
+
+    def process_response(self, req, resp, resource, req_succeeded):
+        if resp.status_code == 503 and not resp.get_header("Retry-After"):
+            resp.set_header("Retry-After", str(RETRY_AFTER_UNAVAILABLE))
 
 
 def install(app: falcon.App):
+    app.add_middleware(RetryAfterOn503())
+    app.add_middleware(RenderBody())
     # Falcon picks the most specific handler by class, so the order here does not matter.
     app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(UNAVAILABLE, handle_unavailable)
     app.add_error_handler(falcon.HTTPError, handle_http)
     app.add_error_handler(DomainError, handle_domain)

@@ -4,8 +4,12 @@
    errors included, carries ``X-Request-ID`` and is counted.
 2. ``DatabaseSession``: a pooled connection per request, after routing so ``/health``
    answers without touching the database.
-3. ``Identify``: who is calling (API key, and later OAuth and bearer tokens; or the admin key).
+3. ``Identify``: who is calling (API key, OAuth and bearer tokens; or the admin key, with
+   failed admin keys limited per client address).
 4. ``RateLimit``: needs the caller from 3 to know whose limit to count.
+5. ``EdgeParams``: control characters in path and query parameters are refused here, once
+   for every route (``gateway.edge``), after authentication and rate limiting so such a
+   request is answered and counted like any other.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import time
 import peewee
 
 from core.errors import AuthError, Forbidden, PayloadTooLarge, RateLimited, ServiceUnavailable
-from gateway import metrics
+from gateway import edge, metrics
 from metering.db import database
 from oauth.scopes import required_scope
 
@@ -68,9 +72,10 @@ class DatabaseSession:
 
 
 class Identify:
-    def __init__(self, config, authenticators):
+    def __init__(self, config, authenticators, limiter=None):
         self.admin_key = config.admin_key.encode()
         self.authenticators = authenticators
+        self.admin_guard = AdminGuard(limiter, config) if limiter is not None else None
 
     def process_resource(self, req, resp, resource, params):
         policy = getattr(resource, "auth", ACCOUNT) if resource is not None else NONE
@@ -90,8 +95,47 @@ class Identify:
         given = req.get_header("X-Administration-Key")
         if not given:
             raise AuthError("MISSING_AUTH_HEADER", "Send the X-Administration-Key header")
+        guard = self.admin_guard
+        address = guard.before(req) if guard is not None else None
         if not hmac.compare_digest(given.encode(), self.admin_key):
+            if guard is not None:
+                guard.failed(address)
             raise AuthError("AUTH_FAILED", "Wrong administration key")
+
+
+class AdminGuard:
+    """Wrong ``X-Administration-Key`` values are limited per client address.
+
+    At most ``ADMIN_FAILURES_PER_WINDOW`` (10) wrong keys per ``ADMIN_FAILURE_WINDOW_SECONDS``
+    (900) from one address (``TRUSTED_PROXIES`` decides what the address is). Beyond that
+    every admin request from the address, the right key included, is ``429 RATE_LIMITED``
+    with ``Retry-After`` until the window ends: answering a right key differently would
+    tell a guesser when it found it. Right keys are not counted, so an operator's scripts
+    are never limited by their own traffic. Redis down: the limiter fails open."""
+
+    def __init__(self, limiter, config):
+        self.limiter = limiter
+        self.per_window = config.admin_failures_per_window
+        self.window = config.admin_failure_window_s
+        self.trusted_proxies = config.trusted_proxies
+
+    def before(self, req) -> str:
+        """The client's address, once it is known not to be over its limit."""
+        address = client_address(req, self.trusted_proxies)
+        self._refuse_if_over(self.limiter.peek_window("admin:fail:" + address,
+                                                      self.per_window, self.window))
+        return address
+
+    def failed(self, address: str) -> None:
+        self._refuse_if_over(self.limiter.check_window("admin:fail:" + address,
+                                                       self.per_window, self.window))
+
+    @staticmethod
+    def _refuse_if_over(decision):
+        if decision is not None and not decision.allowed:
+            metrics.RATE_LIMITED.inc()
+            raise RateLimited(f"Too many wrong administration keys from this address; retry "
+                              f"in {decision.retry_after}s", retry_after=decision.retry_after)
 
 
 class RateLimit:
@@ -123,6 +167,14 @@ class RateLimit:
             resp.set_header("X-RateLimit-Limit", str(decision.limit))
             resp.set_header("X-RateLimit-Remaining", str(decision.remaining))
             resp.set_header("X-RateLimit-Reset", str(decision.reset))
+
+
+class EdgeParams:
+    """Control characters in path and query parameters: 404 and 400 (``gateway.edge``)."""
+
+    def process_resource(self, req, resp, resource, params):
+        if resource is not None:
+            edge.refuse_bad_params(req, params)
 
 
 def client_address(req, trusted_proxies: int) -> str:

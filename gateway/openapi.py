@@ -93,8 +93,11 @@ def _summary(resource, responder) -> tuple[str, str]:
 
 
 def _responses(policy, method) -> dict:
-    ok_code = "201" if method == "post" else "200"
-    out = {ok_code: {"description": "Success envelope",
+    """Any 2xx is a success envelope (200, 201 for a creation, 202 for a queued job),
+    anything else an error envelope."""
+    ok_code = "2XX"
+    out = {ok_code: {"description": "Success envelope (200; 201 when it creates; 202 when "
+                                    "it queued a job)",
                      "content": {"application/json": {"schema": {
                          "$ref": "#/components/schemas/Success"}}}},
            "default": {"description": "Error envelope (see error.code)",
@@ -124,7 +127,9 @@ def _operation(path, resource, method, tag):
               for n in re.findall(r"{(\w+)}", path)]
     params += getattr(resource, "openapi_query", {}).get(method, [])
     if method in ("post", "put", "patch"):
-        if getattr(resource, "openapi_idempotent", True):
+        # Documented only where honoured: a route that ignores the header must not
+        # promise it (action calls, AIMG generation, admin grants and refunds).
+        if getattr(resource, "openapi_idempotent", False):
             params = params + [{"name": "Idempotency-Key", "in": "header", "required": False,
                                 "schema": {"type": "string", "maxLength": 255}}]
         if params:

@@ -20,14 +20,14 @@ from gateway.resources import (
 
 def route_table(deps) -> list[tuple[str, object]]:
     service, config = deps.actions, deps.config
-    call = actions.ActionCall(service, config, deps.redis)
-    redis = deps.redis
+    redis, slots = deps.redis, deps.wait_slots  # slots: caps on waits and streams
+    call = actions.ActionCall(service, config, redis, slots)
     oauth_server, token_service, social_login = deps.oauth_server, deps.tokens, deps.social_login
     login_guard = sessions.LoginGuard(deps.limiter, config.logins, config.trusted_proxies)
     return [
         # Operations
         ("/health", ops.Health()),
-        ("/health/ready", ops.Ready(deps.redis)),
+        ("/health/ready", ops.Ready(deps.redis, config, deps.actions.models)),
         ("/metrics", ops.Metrics(deps.redis, config, deps.actions.models)),
         ("/openapi.json", ops.OpenAPI(lambda req: deps.openapi(req))),
         # Actions (CONTRACT 6)
@@ -39,14 +39,15 @@ def route_table(deps) -> list[tuple[str, object]]:
         ("/zapier/v1/{action}/estimate", actions.ActionEstimate(service)),
         # Asynchronous results (CONTRACT 6)
         ("/zapier/v1/compositions", compositions.CompositionList(config, redis)),
-        ("/zapier/v1/compositions/{uid}", compositions.CompositionItem(config, redis)),
-        ("/zapier/v1/compositions/{uid}/events", compositions.CompositionEvents(config, redis)),
+        ("/zapier/v1/compositions/{uid}", compositions.CompositionItem(config, redis, slots)),
+        ("/zapier/v1/compositions/{uid}/events",
+         compositions.CompositionEvents(config, redis, slots)),
         ("/zapier/v1/compositions/{uid}/cancel", compositions.CompositionCancel(config, redis,
                                                                           deps.clock)),
         ("/outputs/{uid}/{name}", compositions.OutputFile(deps.storage)),
         # Lists, triggers and webhooks (CONTRACT 7)
         ("/list-posts", posts.ListPosts(config)),
-        ("/zapier/v1/hooks", hooks.Hooks(deps.actions.policy)),
+        ("/zapier/v1/hooks", hooks.Hooks(config, deps.actions.policy)),
         ("/zapier/v1/hooks/{hook_id}", hooks.HookItem()),
         ("/zapier/v1/hooks/secret/rotate", hooks.HookSecretRotate()),
         ("/zapier/v1/credits/low-threshold", hooks.LowCreditThreshold()),
@@ -57,17 +58,17 @@ def route_table(deps) -> list[tuple[str, object]]:
         # Accounts and keys (CONTRACT 10; seeds 000 and 002)
         ("/api/account/create", accounts.Signup(config)),
         ("/api/key/generate", accounts.KeyGenerate()),
-        ("/api/key/list", accounts.KeyList()),
+        ("/api/key/list", accounts.KeyList(config)),
         ("/api/key/{key_id}/revoke", accounts.KeyRevoke()),
         # Admin (X-Administration-Key)
         ("/admin/accounts", admin.AdminAccounts()),
         ("/admin/accounts/{account_id}", admin.AdminAccount()),
-        ("/admin/accounts/{account_id}/credits", admin.AdminCredits()),
+        ("/admin/accounts/{account_id}/credits", admin.AdminCredits(deps)),
         ("/admin/accounts/{account_id}/keys", admin.AdminKeys()),
         ("/admin/keys/{key_id}", admin.AdminKey()),
         ("/admin/plans/{name}", admin.AdminPlan()),
         ("/admin/prices/{action}", admin.AdminPrice(service)),
-        ("/admin/receipts/{txn_receipt}/refund", admin.AdminRefund()),
+        ("/admin/receipts/{txn_receipt}/refund", admin.AdminRefund(deps)),
         # Identity (CONTRACT 2): the OAuth2 provider (docs/OAUTH.md)
         ("/oauth/authorize", oauth2.Authorize(deps, oauth_server)),
         ("/oauth/token", oauth2.Token(deps, oauth_server)),

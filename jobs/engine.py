@@ -16,9 +16,12 @@ import logging
 import os
 import socket
 import threading
+import time
 
-from rq import Queue, SimpleWorker
-from rq.job import Job
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq import Queue, SimpleWorker, Worker
+from rq.job import Job, JobStatus
 
 from core.errors import Conflict, InvalidRequest, NotFound
 from jobs import events, webhooks
@@ -34,13 +37,137 @@ log = logging.getLogger(__name__)
 Q, R = Composition.QUEUED, Composition.RUNNING
 
 
+# How long an idle worker's RQ registration stays current after its last heartbeat:
+# RQ heartbeats every WORKER_TTL - 15 s while blocked on its queues and lets the
+# registration lapse WORKER_TTL + 60 s after the last one (a busy worker's lasts the
+# job's timeout + 60 s). Readiness (/health/ready) counts the workers inside that window.
+WORKER_TTL = 60
+WORKER_FRESH_S = WORKER_TTL + 60
+
+
 class RoundRobinSimpleWorker(SimpleWorker):
     """No fork per job (a loaded model stays loaded) and the queues served in turn, so one
-    busy model's queue cannot starve the others."""
+    busy model's queue cannot starve the others.
+
+    A heartbeat also puts the worker back in RQ's registry when it is missing there (Redis
+    restarted and lost it while the worker waited to reconnect), so readiness sees a
+    worker that is serving. ``stop_event`` is set by a shutdown signal, which tells
+    ``serve_forever`` a requested stop from RQ giving up on a Redis error."""
+
+    max_connection_wait_time = 30.0  # RQ's own reconnect backoff while idle, capped
+
+    def __init__(self, *args, stop_event: threading.Event | None = None, **kwargs):
+        kwargs.setdefault("worker_ttl", WORKER_TTL)
+        super().__init__(*args, **kwargs)
+        self.stop_event = stop_event or threading.Event()
 
     def reorder_queues(self, reference_queue):
         pos = self._ordered_queues.index(reference_queue)
         self._ordered_queues = self._ordered_queues[pos + 1:] + self._ordered_queues[:pos + 1]
+
+    def _install_signal_handlers(self):
+        super()._install_signal_handlers()
+        if self.stop_event.is_set():  # a signal came while this worker was starting
+            self._stop_requested = True
+
+    def request_stop(self, signum, frame):
+        self.stop_event.set()
+        super().request_stop(signum, frame)
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        super().heartbeat(timeout, pipeline)
+        if pipeline is not None or self.birth_date is None:
+            return
+        if not self.connection.sismember(self.redis_workers_keys, self.key):
+            self._register_again()
+        scheduler = self.scheduler
+        if scheduler is not None and scheduler._process is not None \
+                and not scheduler._process.is_alive():
+            # the scheduler process (webhook retries) dies on a Redis error; RQ itself
+            # would start it again only at its next maintenance, minutes away
+            scheduler.acquire_locks(auto_start=True)
+
+    def abandon(self):
+        """After ``work()`` failed on Redis: stop what its teardown could not reach."""
+        with contextlib.suppress(Exception):
+            if self.scheduler is not None and self.scheduler._process is not None:
+                self.stop_scheduler()
+        with contextlib.suppress(Exception):
+            if self.pubsub_thread is not None:
+                self.pubsub_thread.stop()
+                self.pubsub.close()
+
+    def _register_again(self):
+        from rq import worker_registration
+
+        log.warning("worker %s: registering again (Redis lost this worker)", self.name)
+        with self.connection.pipeline() as pipe:
+            pipe.hset(self.key, mapping=self.serialize())
+            worker_registration.register(self, pipe)
+            pipe.expire(self.key, self.worker_ttl + 60)
+            pipe.execute()
+
+
+def live_workers(redis, config, queues) -> tuple[dict[str, int], int]:
+    """How many live RQ workers serve each logical queue, and how many distinct ones in all.
+
+    Live: registered with RQ (RQ drops a worker whose registration expired) and, unless
+    busy, heartbeaten within ``WORKER_FRESH_S`` (a busy worker beats when its job starts
+    and stays registered for the job's timeout). Heartbeats are RQ's real-time stamps,
+    so they are compared with the real time, not an injected clock."""
+    live, per_queue = set(), {}
+    now = dt.datetime.now(dt.UTC)
+    for name in queues:
+        workers = Worker.all(queue=Queue(queue_name(config, name), connection=redis))
+        names = {w.name for w in workers if w.last_heartbeat is not None and (
+            w.get_state() == "busy"
+            or (now - w.last_heartbeat).total_seconds() <= WORKER_FRESH_S)}
+        per_queue[name] = len(names)
+        live |= names
+    return per_queue, len(live)
+
+
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
+
+
+def serve_forever(make_worker, redis, *, with_scheduler=True, max_backoff=30.0) -> None:
+    """Run RQ workers in this process until a signal asks it to stop.
+
+    RQ leaves ``work()`` on a Redis error it does not retry itself (a job finishing while
+    Redis is down, a timeout), and raises when it cannot even register or tear down. This
+    waits for Redis with capped exponential backoff, builds a fresh worker (a new RQ
+    registration) and serves again, in the same process, so loaded models stay loaded and
+    the reaper thread carries on.
+    """
+    import signal
+
+    stopping = threading.Event()
+    failures = 0
+    while not stopping.is_set():
+        started, worker = time.monotonic(), None
+        try:
+            worker = make_worker(stop_event=stopping)
+            worker.work(with_scheduler=with_scheduler)
+        except REDIS_ERRORS as exc:  # RQ could not register or tear down either
+            log.warning("worker: Redis failed: %s: %s", type(exc).__name__, exc)
+            if worker is not None:
+                worker.abandon()
+        if stopping.is_set():
+            return
+        name = worker.name if worker is not None else "-"
+        # while this waits, a signal ends the loop (RQ's handlers belong to the old worker)
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: stopping.set())
+        failures = 1 if time.monotonic() - started > max_backoff else failures + 1
+        delay = min(max_backoff, 0.5 * 2 ** (failures - 1))
+        log.warning("worker %s stopped without being asked; serving again once Redis "
+                    "answers (next try in %.1fs)", name, delay)
+        while not stopping.wait(delay):
+            try:
+                redis.ping()
+                break
+            except REDIS_ERRORS:
+                delay = min(max_backoff, delay * 2)
 
 
 def create(account_id, action, data, *, uid, now, entry, callback_url, queue,
@@ -54,11 +181,13 @@ def create(account_id, action, data, *, uid, now, entry, callback_url, queue,
     )
 
 
-def enqueue(redis, config, comp: Composition) -> None:
-    """Put the committed composition on its RQ queue (job id = composition uid)."""
+def enqueue(redis, config, comp: Composition, *, at_front=False) -> None:
+    """Put the committed composition on its RQ queue (job id = composition uid).
+
+    ``at_front``: the reaper putting back one whose job Redis lost keeps its turn."""
     Queue(queue_name(config, comp.queue), connection=redis).enqueue_call(
         "jobs.engine.run_composition", args=(comp.uid,), job_id=comp.uid,
-        timeout=comp.ttl_s + 30, result_ttl=3600, failure_ttl=86400,
+        timeout=comp.ttl_s + 30, result_ttl=3600, failure_ttl=86400, at_front=at_front,
     )
 
 
@@ -314,8 +443,24 @@ def _after(uid, rt):
         log.exception("could not queue notifications for %s", uid)
 
 
+# A queued composition whose RQ job is gone is put back on its queue once it is older than
+# this: the web tier enqueues right after its commit, so a younger one may be on its way.
+REQUEUE_GRACE_S = 30
+REQUEUE_SCAN = 1000  # queued compositions looked at per round, oldest first
+REQUEUE_LIST_SCAN_S = 30
+_PRESENT = {JobStatus.STARTED.value, JobStatus.SCHEDULED.value, JobStatus.DEFERRED.value}
+
+
 def reap(now=None) -> int:
-    """Finish compositions whose worker died (no heartbeat) or that outlived their ttl."""
+    """One reaper round; returns how many compositions it acted on.
+
+    - running with no heartbeat for three beats: failed (``WORKER_LOST``) and refunded;
+    - queued past the ttl: failed (``EXPIRED``) and refunded;
+    - queued within the ttl but no longer known to RQ (Redis lost the job or its queue
+      entry, or the job failed before it could start the composition): enqueued again
+      under the same job id, not charged again (``run_composition`` starts only a
+      composition still queued, so a job that turns up twice runs it once).
+    """
     rt = current()
     now = now or rt.clock.now()
     lost_before = now - dt.timedelta(seconds=rt.heartbeat_s * 3)
@@ -336,7 +481,58 @@ def reap(now=None) -> int:
                       from_states=(Q,)):
                 count += 1
                 _after(comp.uid, rt)
+        count += _requeue_lost(rt, now)
     return count
+
+
+def _requeue_lost(rt, now) -> int:
+    waiting = list(Composition.select().where(
+        (Composition.status == Q) & (Composition.deadline_at >= now)
+        & (Composition.created_at < now - dt.timedelta(seconds=REQUEUE_GRACE_S)))
+        .order_by(Composition.created_at).limit(REQUEUE_SCAN))
+    if not waiting:
+        return 0
+    # A job whose state says queued is looked for on its queue at most every
+    # REQUEUE_LIST_SCAN_S, by one reaper of all the workers (reading a long queue is the
+    # expensive part); a job that is gone or failed is seen every round. The read is one
+    # MULTI, so a job moving from its queue to a worker is seen in one place or the
+    # other (the entries workers just took), never in neither.
+    scan = bool(rt.redis.set(f"{rt.config.redis_prefix}:reaper:queue-scan", 1, nx=True,
+                             ex=REQUEUE_LIST_SCAN_S))
+    queues = sorted({queue_name(rt.config, comp.queue) for comp in waiting}) if scan else []
+    pipe = rt.redis.pipeline(transaction=True)
+    for name in queues:
+        queue = Queue(name, connection=rt.redis)
+        pipe.lrange(queue.key, 0, -1)
+        pipe.lrange(queue.intermediate_queue_key, 0, -1)
+    for comp in waiting:
+        pipe.hget(Job.key_for(comp.uid), "status")
+    replies = [[_text(v) for v in r] if isinstance(r, list) else _text(r)
+               for r in pipe.execute()]
+    listed = {name: {*replies[2 * i], *replies[2 * i + 1]} for i, name in enumerate(queues)}
+    missing = []
+    for comp, status in zip(waiting, replies[2 * len(queues):], strict=True):
+        if status in _PRESENT:
+            continue
+        if status == JobStatus.QUEUED.value and (
+                not scan or comp.uid in listed[queue_name(rt.config, comp.queue)]):
+            continue
+        missing.append((comp, status))
+    requeued = 0
+    for comp, status in missing:
+        # one reaper of all the workers puts it back (another one's job would only skip)
+        if not rt.redis.set(f"{rt.config.redis_prefix}:reaper:requeued:{comp.uid}", 1,
+                            nx=True, ex=REQUEUE_GRACE_S):
+            continue
+        log.warning("composition %s is queued but its RQ job is gone (%s); enqueueing it "
+                    "again", comp.uid, status or "no job")
+        enqueue(rt.redis, rt.config, comp, at_front=True)
+        requeued += 1
+    return requeued
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def list_compositions(account_id, *, limit=50, cursor=None, status=None, action=None):

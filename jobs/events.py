@@ -1,13 +1,21 @@
 """Progress events on Redis pub/sub: workers publish, waiting POSTs and SSE streams listen.
 
 Events may be lost (Redis holds only what may be lost); listeners always re-read the
-composition row, so an event is a wake-up call, never the source of truth.
+composition row, so an event is a wake-up call, never the source of truth. A listener
+whose Redis is down or stops answering raises ``Unavailable``: the waiting request then
+answers the row as it is (PostgreSQL holds the truth) instead of failing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+
+from redis.exceptions import RedisError
+
+
+class Unavailable(Exception):
+    """Redis refused or dropped the subscription; no more events will come."""
 
 
 def channel(prefix: str, uid: str) -> str:
@@ -24,14 +32,21 @@ class Listener:
 
     def __init__(self, redis, prefix: str, uid: str):
         self.pubsub = redis.pubsub(ignore_subscribe_messages=True)
-        self.pubsub.subscribe(channel(prefix, uid))
+        try:
+            self.pubsub.subscribe(channel(prefix, uid))
+        except (RedisError, OSError) as exc:
+            self.close()
+            raise Unavailable(type(exc).__name__) from exc
         # The furthest progress a running event announced: workers write the row's
         # progress at most every 0.25 s but publish every step.
         self.progress = 0
 
     def wait(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds for an event; True when one arrived."""
-        message = self.pubsub.get_message(timeout=max(0.0, timeout))
+        try:
+            message = self.pubsub.get_message(timeout=max(0.0, timeout))
+        except (RedisError, OSError) as exc:
+            raise Unavailable(type(exc).__name__) from exc
         if message is None:
             return False
         with contextlib.suppress(Exception):  # a malformed event is only a wake-up call

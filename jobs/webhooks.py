@@ -27,6 +27,7 @@ from jobs.models import Delivery, Hook, LowCreditState, WebhookSecret
 from jobs.outbound import OutboundRefused, post_json
 from jobs.runtime import current
 from jobs.views import base_url, composition_json
+from metering import cursors, ledger
 from metering.db import connection
 from metering.models import Account
 
@@ -82,8 +83,10 @@ def create_hook(account_id, target_url, event, policy) -> Hook:
                        target_url=target_url)
 
 
-def list_hooks(account_id):
-    return list(Hook.select().where(Hook.account == account_id).order_by(Hook.created_at.desc()))
+def list_hooks(account_id, *, limit: int, cursor: str | None = None):
+    """One page of the account's hooks, newest first: ``(rows, next_cursor)`` (CONTRACT 7)."""
+    return cursors.page(Hook.select().where(Hook.account == account_id), tag="h",
+                        created=Hook.created_at, ident=Hook.id, limit=limit, cursor=cursor)
 
 
 def delete_hook(account_id, hook_id):
@@ -201,11 +204,15 @@ def post_payload(post) -> dict:
                      "updatedAt": iso(post.updated_at)}}
 
 
+MAX_THRESHOLD = ledger.MAX_CREDITS  # a balance threshold is an amount of credits
+
+
 def set_low_credit_threshold(account_id, threshold) -> None:
     if threshold is not None and (not isinstance(threshold, int) or isinstance(threshold, bool)
-                                  or threshold < 0):
-        raise InvalidRequest("threshold must be a non-negative integer or null",
-                             details=[{"field": "threshold", "problem": "non-negative integer"}])
+                                  or not 0 <= threshold <= MAX_THRESHOLD):
+        problem = f"an integer from 0 to {MAX_THRESHOLD}, or null"
+        raise InvalidRequest(f"threshold must be {problem}",
+                             details=[{"field": "threshold", "problem": problem}])
     Account.update(low_credit_threshold=threshold).where(Account.id == account_id).execute()
     LowCreditState.delete().where(LowCreditState.account == account_id).execute()
 

@@ -5,6 +5,14 @@ completion (the response to replay) is written inside the same transaction as th
 it protects, so a replay and a charge can never disagree. A claim whose request failed is
 released (nothing was charged, so a retry may run); a claim left behind by a crashed
 process can be taken over once its lock has expired.
+
+Only a body that can really be sent is stored: ``complete`` serializes it strictly, as the
+JSON that goes on the wire (UTF-8, no ``default=``), so a result that could never be
+answered (a lone surrogate, a non-JSON type) raises inside the transaction and rolls back
+the charge with it instead of being replayed as an empty 500 for a day.
+
+``once`` wraps any other money change (admin grants and refunds) in the same rules:
+claim, do the work and complete in one transaction, replay, release on failure.
 """
 
 from __future__ import annotations
@@ -29,6 +37,41 @@ class Replay:
     status: int
     body: dict
     receipt: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """What ``once`` returns: the response to send, and whether it is a replay."""
+
+    status: int
+    body: dict
+    replayed: bool = False
+
+
+def strict_json(value) -> str:
+    """``value`` as the JSON text that will be sent, or raise.
+
+    The same serialization as the HTTP layer's JSON handler (``ensure_ascii=False``,
+    then UTF-8), checked strictly: ``UnicodeEncodeError`` (a ``ValueError``) for a lone
+    surrogate, ``TypeError`` for a value JSON has no type for, ``ValueError`` for a cycle.
+    """
+    text = json.dumps(value, ensure_ascii=False)
+    text.encode("utf-8")
+    return text
+
+
+def encodable(value) -> bool:
+    try:
+        strict_json(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def scoped_key(scope: str, key: str) -> str:
+    """A key in its own namespace (hashed, so a key of the full 255 characters still fits):
+    an admin's key never collides with the account's own keys for its action calls."""
+    return f"{scope}:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def check_key(key: str, field: str = "Idempotency-Key") -> str:
@@ -101,8 +144,9 @@ def _delete_if(record_id, *, expires_before):
 def complete(record_id, status: int, body: dict, receipt: str | None) -> None:
     """Store the response to replay; call inside the transaction that did the work."""
     assert database.in_transaction(), "complete() belongs in the debit's transaction"
+    text = strict_json(body)  # raises for a body that could never be sent: rolls back
     (IdempotencyRecord.update(state=IdempotencyRecord.COMPLETED, response_status=status,
-                              response_body=json.dumps(body, default=str), receipt=receipt)
+                              response_body=text, receipt=receipt)
      .where(IdempotencyRecord.id == record_id).execute())
 
 
@@ -112,6 +156,40 @@ def release(record_id) -> None:
         (IdempotencyRecord.id == record_id)
         & (IdempotencyRecord.state == IdempotencyRecord.IN_PROGRESS)
     ).execute()
+
+
+def discard(record_id) -> None:
+    """Forget a record whatever its state: for a completed request whose money change was
+    then undone in the same transaction (an async job refunded because the queue was down),
+    so a retry with the key runs afresh instead of replaying the failure."""
+    IdempotencyRecord.delete().where(IdempotencyRecord.id == record_id).execute()
+
+
+def once(account_id, scope, key, fingerprint, work, *, now, ttl_s, lock_s) -> Answer:
+    """Run ``work()`` at most once per ``(account_id, scope, key)``.
+
+    ``work()`` returns ``(status, body, receipt)`` and runs in one transaction with the
+    record's completion; without a key it just runs in a transaction. A replay returns the
+    first answer; a failure (``work`` raising, or a body that cannot be sent) rolls back
+    and releases the key. Raises like ``claim`` for a reused key or one in progress.
+    """
+    if key is None:
+        with write_transaction():
+            status, body, _ = work()
+        return Answer(status, body)
+    check_key(key)
+    found = claim(account_id, scoped_key(scope, key), fingerprint, now=now, ttl_s=ttl_s,
+                  lock_s=lock_s)
+    if isinstance(found, Replay):
+        return Answer(found.status, found.body, replayed=True)
+    try:
+        with write_transaction():
+            status, body, receipt = work()
+            complete(found, status, body, receipt)
+    except BaseException:
+        release(found)
+        raise
+    return Answer(status, body)
 
 
 def purge_expired(now) -> int:

@@ -106,6 +106,14 @@ def refund(receipt, *, reason="", request_id=None) -> tuple[LedgerEntry, bool]:
     return LedgerEntry.get(LedgerEntry.refund_of == receipt), False
 
 
+def account_of(receipt) -> str:
+    """The account a receipt belongs to (where an admin refund's idempotency key lives)."""
+    row = LedgerEntry.select(LedgerEntry.account).where(LedgerEntry.receipt == receipt).first()
+    if row is None:
+        raise NotFound("No such debit receipt")
+    return row.account_id
+
+
 def balance(account_id) -> int:
     row = Account.select(Account.balance).where(Account.id == account_id).first()
     if row is None:

@@ -1,12 +1,14 @@
 """Per-credential rate limits on Redis with the ``limits`` library (CONTRACT 3).
 
 Fixed windows per minute and per day. The limits are hit in order; a request refused
-by a later limit gives back what it took from the earlier ones, so a refused request
-is never counted against a limit that let it through. Each hit is one atomic INCR in
-Redis, so N concurrent requests against a limit of L let exactly L through across any
-number of processes. When Redis is unreachable the limiter fails open: the request goes
-through, the failure is logged and counted, and Redis is left alone for a few seconds
-(a circuit breaker) so every request does not pay the timeout again.
+by one gives back what it took from that limit and the earlier ones, so a window counts
+only the requests it let through. Each hit is one atomic INCR in Redis, so N concurrent
+requests against a limit of L let exactly L through across any number of processes.
+Counters are keyed by identity and window, not by the limit's amount (``limits`` puts
+the amount in its keys), so a plan change keeps what the caller used in the current
+windows instead of starting fresh ones. When Redis is unreachable the limiter fails open:
+the request goes through, the failure is logged and counted, and Redis is left alone for
+a few seconds (a circuit breaker) so every request does not pay the timeout again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from limits import (
     RateLimitItemPerMinute,
     RateLimitItemPerSecond,
 )
+from limits.limits import safe_string
 from limits.storage import RedisStorage
 from limits.strategies import FixedWindowRateLimiter
 
@@ -31,6 +34,34 @@ from core.clock import SYSTEM, Clock
 log = logging.getLogger(__name__)
 
 BREAKER_SECONDS = 5.0
+
+
+class _UsageKeyed:
+    """A ``limits`` item whose key names the identity and the window but not the amount,
+    so the counter survives a change of the limit (a plan change)."""
+
+    __slots__ = ()
+
+    def key_for(self, *identifiers) -> str:
+        parts = [safe_string(k) for k in identifiers]
+        return "/".join([self.namespace, *parts, safe_string(self.multiples),
+                         self.GRANULARITY.name])
+
+
+class PerSecond(_UsageKeyed, RateLimitItemPerSecond):
+    pass
+
+
+class PerMinute(_UsageKeyed, RateLimitItemPerMinute):
+    pass
+
+
+class PerHour(_UsageKeyed, RateLimitItemPerHour):
+    pass
+
+
+class PerDay(_UsageKeyed, RateLimitItemPerDay):
+    pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,16 +96,25 @@ class RateLimiter:
     def check(self, identity: str, per_minute: int, per_day: int) -> Decision | None:
         """Count one request for ``identity``; ``None`` means Redis failed and we fail open."""
         return self._guarded(self._check, identity,
-                             [RateLimitItemPerMinute(per_minute), RateLimitItemPerDay(per_day)])
+                             [PerMinute(per_minute), PerDay(per_day)])
 
     def check_hourly(self, identity: str, per_hour: int) -> Decision | None:
         """Limit for unauthenticated routes (signup, login) keyed by client address."""
-        return self._guarded(self._check, identity, [RateLimitItemPerHour(per_hour)])
+        return self._guarded(self._check, identity, [PerHour(per_hour)])
 
     def check_window(self, identity: str, amount: int, seconds: int) -> Decision | None:
         """One fixed window of ``seconds`` (e.g. login attempts per username per 15 min)."""
-        return self._guarded(self._check, identity,
-                             [RateLimitItemPerSecond(amount, multiples=seconds)])
+        return self._guarded(self._check, identity, [PerSecond(amount, multiples=seconds)])
+
+    def peek_window(self, identity: str, amount: int, seconds: int) -> Decision | None:
+        """``check_window``'s window as it stands, counting nothing: ``allowed`` is False
+        once ``amount`` hits were counted in it (e.g. failures, counted only when they fail)."""
+        return self._guarded(self._peek, identity, PerSecond(amount, multiples=seconds))
+
+    def _peek(self, identity, item) -> Decision:
+        key = item.key_for(identity)
+        remaining = item.amount - self.storage.get(key)
+        return self._decision(item, key, remaining, allowed=remaining > 0)
 
     def _guarded(self, fn, *args):
         if self._clock.monotonic() < self._closed_until:
@@ -104,8 +144,10 @@ class RateLimiter:
             key = item.key_for(identity)
             count = self.storage.incr(key, item.get_expiry(), amount=1)
             if count > item.amount:
-                for earlier, _ in counted:  # give back what earlier limits counted
-                    self.storage.incr(earlier.key_for(identity), earlier.get_expiry(), amount=-1)
+                # give back what this limit and the earlier ones counted: a window holds
+                # only what it let through (what a raised limit then still allows)
+                for taken in (*(earlier for earlier, _ in counted), item):
+                    self.storage.incr(taken.key_for(identity), taken.get_expiry(), amount=-1)
                 return self._decision(item, key, 0, allowed=False)
             counted.append((item, count))
         item, count = min(counted, key=lambda pair: pair[0].amount - pair[1])

@@ -11,6 +11,7 @@ import base64
 import binascii
 import dataclasses
 import datetime as dt
+import re
 
 from peewee import JOIN
 
@@ -46,27 +47,42 @@ class Presented:
     scheme: str  # bearer | basic | bare | x-api-key
 
 
+TOKEN = re.compile(r"[\x21-\x7e]*")  # every credential kind is printable ASCII
+
+
 def parse(authorization: str | None, x_api_key: str | None) -> Presented:
-    """Read the credential from ``Authorization`` or ``X-API-Key`` (CONTRACT 2)."""
+    """Read the credential from ``Authorization`` or ``X-API-Key`` (CONTRACT 2).
+
+    Header values arrive as the raw bytes read as latin-1 (WSGI); a credential holding
+    anything but printable ASCII (control characters, bytes above 0x7F, Basic that is not
+    base64 or not UTF-8) cannot be any key or token: ``AUTH_FAILED``, never a 500."""
     if x_api_key and not authorization:
-        return Presented(x_api_key.strip(), "x-api-key")
+        return _presented(x_api_key.strip(), "x-api-key")
     if not authorization or not authorization.strip():
         raise AuthError("MISSING_AUTH_HEADER", "No credentials: send Authorization or X-API-Key")
     value = authorization.strip()
     scheme, _, rest = value.partition(" ")
     if not rest:
-        return Presented(value, "bare")
+        return _presented(value, "bare")
     scheme = scheme.lower()
     if scheme == "bearer":
-        return Presented(rest.strip(), "bearer")
+        return _presented(rest.strip(), "bearer")
     if scheme == "basic":
         try:
-            user, _, _ = base64.b64decode(rest.strip(), validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+            decoded = base64.b64decode(rest.strip().encode("ascii"), validate=True)
+            user, _, _ = decoded.decode("utf-8").partition(":")
+        except (ValueError, binascii.Error):  # not ASCII, not base64, not UTF-8
             raise AuthError("AUTH_FAILED", "Malformed Basic credentials") from None
-        return Presented(user.strip(), "basic")
+        return _presented(user.strip(), "basic")
     raise AuthError("UNSUPPORTED_AUTH_SCHEME",
                     "Unsupported authorization scheme: use Bearer, Basic or a bare API key")
+
+
+def _presented(token: str, scheme: str) -> Presented:
+    if not TOKEN.fullmatch(token):
+        raise AuthError("AUTH_FAILED", "Malformed credential: keys and tokens are printable "
+                                       "ASCII")
+    return Presented(token, scheme)
 
 
 class ApiKeyAuthenticator:

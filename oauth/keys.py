@@ -12,6 +12,7 @@ import secrets
 from core.clock import SYSTEM, Clock
 from core.errors import InvalidRequest, NotFound
 from core.ids import new_id
+from metering import cursors
 from oauth.models import ApiKey
 
 KEY_PREFIX = "gwk_"
@@ -40,8 +41,15 @@ def create_key(account_id: str, description: str = "") -> tuple[ApiKey, str]:
 
 
 def list_keys(account_id: str) -> list[ApiKey]:
+    """Every key of the account, newest first (the operator's and internal uses)."""
     return list(ApiKey.select().where(ApiKey.account == account_id)
-                .order_by(ApiKey.created_at.desc(), ApiKey.id))
+                .order_by(ApiKey.created_at.desc(), ApiKey.id.desc()))
+
+
+def page_keys(account_id: str, *, limit: int, cursor: str | None = None):
+    """One page of the account's keys, newest first: ``(rows, next_cursor)`` (CONTRACT 7)."""
+    return cursors.page(ApiKey.select().where(ApiKey.account == account_id), tag="k",
+                        created=ApiKey.created_at, ident=ApiKey.id, limit=limit, cursor=cursor)
 
 
 def revoke_key(account_id: str | None, key_id: str, clock: Clock = SYSTEM) -> ApiKey:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -41,17 +42,87 @@ def test_health_is_plain_ok_without_auth(client):
     assert "X-RateLimit-Limit" not in resp.headers
 
 
-def test_ready_reports_database_and_redis(client):
-    resp = client.simulate_get("/health/ready")
+def _ready_when(client, status, timeout=30):
+    """GET /health/ready until it answers ``status`` (a worker takes a moment to register)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = client.simulate_get("/health/ready")
+        if resp.status_code == status or time.monotonic() > deadline:
+            return resp
+        time.sleep(0.1)
+
+
+def test_ready_reports_database_redis_and_workers(client, worker):
+    resp = _ready_when(client, 200)
     assert resp.status_code == 200, resp.text
     body = resp.json
     assert body["success"] is True
     checks = body["data"]["checks"]
     assert checks["database"]["ok"] is True
     assert checks["redis"]["ok"] is True
-    assert "workers" in checks
+    workers = checks["workers"]
+    assert workers["ok"] is True and workers["missing"] == []
+    assert workers["count"] == 1  # one `gateway worker` on cpu and webhooks
+    assert workers["queues"] == {"cpu": 1, "webhooks": 1}  # no models configured
+    assert "Retry-After" not in resp.headers
     assert body["meta"]["requestId"] == resp.headers["X-Request-ID"]
     assert body["meta"]["timestamp"].endswith("Z")
+
+
+def _unserved(config, **changes):
+    """The same stores under a Redis prefix of its own, whose queues no worker serves."""
+    return config.replace(redis_prefix=f"{config.redis_prefix}:ready{uuid.uuid4().hex[:6]}",
+                          **changes)
+
+
+def test_ready_is_503_when_no_worker_serves_a_needed_queue(config, schema, worker):
+    client = TestClient(make_app(_unserved(config)))
+    resp = client.simulate_get("/health/ready")
+    assert resp.status_code == 503, resp.text
+    body = resp.json
+    assert body["success"] is False
+    assert body["error"]["code"] == "SERVICE_UNAVAILABLE"
+    assert body["error"]["statusCode"] == 503
+    assert body["error"]["message"] == "No live worker serves: cpu, webhooks"
+    assert resp.headers["Retry-After"].isdigit() and int(resp.headers["Retry-After"]) >= 1
+    assert body["meta"]["requestId"] == resp.headers["X-Request-ID"]
+    checks = body["data"]["checks"]
+    assert checks["database"]["ok"] is True and checks["redis"]["ok"] is True
+    assert checks["workers"] == {"ok": False, "count": 0, "queues": {"cpu": 0, "webhooks": 0},
+                                 "missing": ["cpu", "webhooks"]}
+    assert client.simulate_get("/health").status_code == 200  # liveness is not readiness
+
+
+def test_ready_needs_a_worker_on_each_models_queue(lconfig, schema, tmp_path):
+    import json
+
+    from async_support import start_worker, stop_worker
+    from jobs.gpu.tiny import catalogue_entry
+
+    models = tmp_path / "models.json"
+    models.write_text(json.dumps({"models": [catalogue_entry("m1", tmp_path / "m1")]}))
+    config = _unserved(lconfig, models_file=str(models))
+    client = TestClient(make_app(config))
+    cpu = start_worker(config, queues="cpu,webhooks", MODELS_FILE=str(models))
+    try:
+        resp = _ready_when(client, 200, timeout=5)  # stays 503: nothing serves gpu.m1
+        assert resp.status_code == 503, resp.text
+        workers = resp.json["data"]["checks"]["workers"]
+        assert workers["missing"] == ["gpu.m1"]
+        assert workers["queues"] == {"cpu": 1, "webhooks": 1, "gpu.m1": 0}
+        assert resp.json["error"]["message"] == "No live worker serves: gpu.m1"
+        gpu = start_worker(config, queues="gpu", MODELS_FILE=str(models))
+        try:
+            resp = _ready_when(client, 200)
+            assert resp.status_code == 200, resp.text
+            workers = resp.json["data"]["checks"]["workers"]
+            assert workers["queues"] == {"cpu": 1, "webhooks": 1, "gpu.m1": 1}
+            assert workers["count"] == 2
+        finally:
+            stop_worker(gpu)
+        assert _ready_when(client, 503).status_code == 503  # a stopped worker leaves
+    finally:
+        stop_worker(cpu)
 
 
 def test_ready_is_503_envelope_when_redis_is_down(config, schema):
@@ -63,9 +134,11 @@ def test_ready_is_503_envelope_when_redis_is_down(config, schema):
     assert body["success"] is False
     assert body["error"]["code"] == "SERVICE_UNAVAILABLE"
     assert body["error"]["statusCode"] == 503
+    assert resp.headers["Retry-After"].isdigit()
     checks = body["data"]["checks"]
     assert checks["redis"]["ok"] is False
     assert checks["database"]["ok"] is True
+    assert checks["workers"]["ok"] is False
     # nothing internal leaks: only the exception's class name
     assert "127.0.0.1" not in resp.text and "Traceback" not in resp.text
     # liveness does not depend on Redis

@@ -18,12 +18,11 @@ import pytest
 import redis as redis_lib
 import requests
 from falcon.testing import TestClient
-from limits import RateLimitItemPerDay, RateLimitItemPerMinute
 from prometheus_client import REGISTRY
 
 from conftest import ADMIN, bearer, free_port, ledger_sum, make_app
 from core.clock import ManualClock
-from metering.ratelimit import BREAKER_SECONDS
+from metering.ratelimit import BREAKER_SECONDS, PerDay, PerMinute
 
 ME = "/zapier/v1/me"
 
@@ -109,7 +108,7 @@ def test_limit_nearest_exhaustion_is_reported(client, make_account):
 
     _assign(client, account_id, _plan(client, 3, 1000))
     limit, remaining, reset = _headers(client.simulate_get(ME, headers=bearer(key)))
-    assert (limit, remaining) == (3, 2)
+    assert (limit, remaining) == (3, 1)  # the minute window still holds the first request
     assert reset <= time.time() + 61
 
 
@@ -173,8 +172,8 @@ def test_day_limit_refusals_are_not_counted_by_the_minute_limit(client, make_acc
 
     rate_key = _rate_key(app, account_id)
     strategy = app.deps.limiter.strategy
-    _, minute_remaining = strategy.get_window_stats(RateLimitItemPerMinute(50), rate_key)
-    _, day_remaining = strategy.get_window_stats(RateLimitItemPerDay(5), rate_key)
+    _, minute_remaining = strategy.get_window_stats(PerMinute(50), rate_key)
+    _, day_remaining = strategy.get_window_stats(PerDay(5), rate_key)
     assert minute_remaining == 45  # only the 5 that passed
     assert day_remaining == 0
 
@@ -193,7 +192,7 @@ def test_minute_limit_refusals_are_not_counted_by_the_day_limit(client, make_acc
     assert last.status_code == 429
     assert 1 <= int(last.headers["Retry-After"]) <= 60
     _, day_remaining = app.deps.limiter.strategy.get_window_stats(
-        RateLimitItemPerDay(10), _rate_key(app, account_id))
+        PerDay(10), _rate_key(app, account_id))
     assert day_remaining == 7
 
 
@@ -222,6 +221,31 @@ def test_plan_change_takes_effect_on_the_next_request(client, make_account):
     # moving the account to another plan is just as immediate
     _assign(client, account_id, _plan(client, 30, 1000))
     assert _headers(client.simulate_get(ME, headers=bearer(key)))[0] == 30
+
+
+def test_plan_change_keeps_what_was_used_in_the_current_windows(client, make_account):
+    account_id, key = make_account()
+    plan = _plan(client, 5, 8)
+    _assign(client, account_id, plan)
+    codes = [client.simulate_get(ME, headers=bearer(key)).status_code for _ in range(7)]
+    assert codes == [200] * 5 + [429] * 2  # 5 used; the refusals are not counted
+
+    # the same plan with new numbers: 5 of 10 already used this minute, 5 of 8 today
+    _plan(client, 10, 8, name=plan)
+    limit, remaining, _ = _headers(client.simulate_get(ME, headers=bearer(key)))
+    assert (limit, remaining) == (8, 2)  # the day is now the nearer limit: 6 of 8
+    assert [client.simulate_get(ME, headers=bearer(key)).status_code for _ in range(3)] \
+        == [200, 200, 429]
+
+    # another plan: the minute (8 used) and the day (8 used) carry over again
+    _assign(client, account_id, _plan(client, 12, 20))
+    limit, remaining, _ = _headers(client.simulate_get(ME, headers=bearer(key)))
+    assert (limit, remaining) == (12, 3)  # 9 of 12 this minute
+    # lowering the limit below what was used refuses at once
+    _assign(client, account_id, _plan(client, 4, 20))
+    refused = client.simulate_get(ME, headers=bearer(key))
+    _assert_rate_limited(refused.status_code, refused.headers, refused.json)
+    assert _headers(refused)[0] == 4
 
 
 def test_limits_are_per_credential(client, make_account):

@@ -6,7 +6,7 @@ from core.errors import Forbidden
 from core.timefmt import iso
 from gateway.envelope import ok
 from gateway.middleware import ADDRESS
-from gateway.resources.common import json_body, key_view
+from gateway.resources.common import LIST_QUERY, json_body, key_view, list_params, next_url
 from oauth import keys
 from oauth.accounts import create_account
 
@@ -43,12 +43,22 @@ class KeyGenerate:
 
 
 class KeyList:
+    """The caller's API keys, newest first, ``limit`` (1-100, default 50) at a time.
+
+    ``data.next`` is the full URL of the next page (null on the last)."""
+
     scope = "keys:read"
     openapi_tag = "Keys"
+    openapi_query = {"get": LIST_QUERY}
+
+    def __init__(self, config):
+        self.config = config
 
     def on_get(self, req, resp):
-        rows = keys.list_keys(req.context.caller.account_id)
-        ok(req, resp, {"items": [key_view(r) for r in rows], "next": None})
+        limit, cursor = list_params(req)
+        rows, after = keys.page_keys(req.context.caller.account_id, limit=limit, cursor=cursor)
+        ok(req, resp, {"items": [{**key_view(r), "id": r.id} for r in rows],
+                       "next": next_url(req, self.config, after)})
 
 
 class KeyRevoke:

@@ -17,8 +17,8 @@ class ActionCall:
 
     openapi_tag = "Actions"
 
-    def __init__(self, service, config, redis):
-        self.service, self.config, self.redis = service, config, redis
+    def __init__(self, service, config, redis, slots):
+        self.service, self.config, self.redis, self.slots = service, config, redis, slots
 
     def on_post(self, req, resp, action):
         body = json_body(req)
@@ -36,7 +36,7 @@ class ActionCall:
         if outcome.composition_uid is None:
             ok(req, resp, outcome.data, outcome.status, **outcome.meta)
             return
-        comp = wait_for(self.redis, self.config.redis_prefix, req.context.caller.account_id,
+        comp = wait_for(self.slots, self.redis, self.config.redis_prefix, req.context.caller,
                         outcome.composition_uid, wait)
         answer(req, resp, comp, self.config, self.redis, **outcome.meta)
 

@@ -1,4 +1,11 @@
-"""Operator routes behind ``X-Administration-Key`` (CONTRACT 10)."""
+"""Operator routes behind ``X-Administration-Key`` (CONTRACT 10).
+
+The two that move money, credit grants and refunds, honour ``Idempotency-Key`` like the
+action calls (CONTRACT 5). There is one operator secret, not one identity per admin, so
+the record belongs to the account whose balance changes (the grant's target, the
+refunded debit's owner), in an ``admin`` namespace of its own: an admin's key never
+collides with the account's own keys, and deleting the account deletes its records.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ from core.errors import InvalidRequest
 from gateway.envelope import ok
 from gateway.middleware import ADMIN
 from gateway.resources.common import account_view, json_body, key_view, ledger_view
-from metering import ledger, plans
+from metering import idempotency, ledger, plans
 from oauth import keys
 from oauth.accounts import create_account, get_account
 
@@ -16,7 +23,15 @@ class AdminResource:
     openapi_tag = "Admin"
 
 
+CREDITS = {"type": "integer", "minimum": 0, "maximum": ledger.MAX_CREDITS}
+RATE = {"type": "integer", "minimum": 1, "maximum": plans.MAX_LIMIT}
+
+
 class AdminAccounts(AdminResource):
+    openapi_body = {"post": {"type": "object", "required": ["username"], "properties": {
+        "username": {"type": "string"}, "password": {"type": "string"}, "credits": CREDITS,
+        "plan": {"type": "string"}}}}
+
     def on_post(self, req, resp):
         body = json_body(req)
         account, api_key = create_account(
@@ -38,16 +53,51 @@ class AdminAccount(AdminResource):
         ok(req, resp, account_view(get_account(account_id)))
 
 
-class AdminCredits(AdminResource):
+class MoneyChange(AdminResource):
+    """An admin POST that changes a balance, made at most once per ``Idempotency-Key``."""
+
+    openapi_idempotent = True
+
+    def __init__(self, deps):
+        self.clock, self.config = deps.clock, deps.config
+
+    def once(self, req, resp, account_id, body, work):
+        """``work()`` -> (status, data, receipt), run in one transaction with the key's
+        record; a replay answers the first response with ``Idempotent-Replayed: true``."""
+        def run():
+            status, data, receipt = work()
+            return status, {"data": data}, receipt
+
+        answer = idempotency.once(
+            account_id, "admin", req.get_header("Idempotency-Key"),
+            idempotency.request_hash(req.method, req.path, body), run,
+            now=self.clock.now(), ttl_s=self.config.idempotency_ttl_s,
+            lock_s=self.config.idempotency_lock_s)
+        if answer.replayed:
+            resp.set_header("Idempotent-Replayed", "true")
+        ok(req, resp, answer.body["data"], status=answer.status)
+
+
+class AdminCredits(MoneyChange):
+    openapi_body = {"post": {"type": "object", "required": ["amount"], "properties": {
+        "amount": {"type": "integer", "minimum": -ledger.MAX_CREDITS,
+                   "maximum": ledger.MAX_CREDITS, "not": {"const": 0}},
+        "reason": {"type": "string"}}}}
+
     def on_post(self, req, resp, account_id):
         body = json_body(req)
         reason = body.get("reason", "")
         if not isinstance(reason, str):
             raise InvalidRequest("reason must be a string",
                                  details=[{"field": "reason", "problem": "must be a string"}])
-        entry = ledger.grant(account_id, body.get("amount"), reason=reason,
-                             request_id=req.context.request_id)
-        ok(req, resp, ledger_view(entry), status=201)
+        get_account(account_id)  # NOT_FOUND before a key is claimed for no account
+
+        def grant():
+            entry = ledger.grant(account_id, body.get("amount"), reason=reason,
+                                 request_id=req.context.request_id)
+            return 201, ledger_view(entry), entry.receipt
+
+        self.once(req, resp, account_id, body, grant)
 
 
 class AdminKeys(AdminResource):
@@ -67,6 +117,9 @@ class AdminKey(AdminResource):
 
 
 class AdminPlan(AdminResource):
+    openapi_body = {"put": {"type": "object", "required": ["perMinute", "perDay"],
+                            "properties": {"perMinute": RATE, "perDay": RATE}}}
+
     def on_put(self, req, resp, name):
         body = json_body(req)
         row = plans.set_plan(name, body.get("perMinute"), body.get("perDay"))
@@ -74,6 +127,9 @@ class AdminPlan(AdminResource):
 
 
 class AdminPrice(AdminResource):
+    openapi_body = {"put": {"type": "object", "required": ["credits"],
+                            "properties": {"credits": CREDITS}}}
+
     def __init__(self, service):
         self.service = service
 
@@ -83,9 +139,14 @@ class AdminPrice(AdminResource):
         ok(req, resp, {"action": action, "credits": self.service.price_of(action)})
 
 
-class AdminRefund(AdminResource):
+class AdminRefund(MoneyChange):
     def on_post(self, req, resp, txn_receipt):
         body = json_body(req)
-        entry, created = ledger.refund(txn_receipt, reason=str(body.get("reason", ""))[:255],
-                                       request_id=req.context.request_id)
-        ok(req, resp, {**ledger_view(entry), "created": created}, status=201 if created else 200)
+
+        def refund():
+            entry, created = ledger.refund(txn_receipt, reason=str(body.get("reason", ""))[:255],
+                                           request_id=req.context.request_id)
+            return 201 if created else 200, {**ledger_view(entry), "created": created}, \
+                entry.receipt
+
+        self.once(req, resp, ledger.account_of(txn_receipt), body, refund)

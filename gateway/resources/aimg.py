@@ -191,11 +191,12 @@ class Generate:
     openapi_tag = "AIMG"
     openapi_query = {"post": [WAIT_QUERY]}
     openapi_responses = GENERATE_RESPONSES
+    openapi_idempotent = True  # the same key as on the action route is the same request
     action = ""
 
     def __init__(self, deps):
         self.deps = deps
-        self.config, self.redis = deps.config, deps.redis
+        self.config, self.redis, self.slots = deps.config, deps.redis, deps.wait_slots
         if self.action in deps.registry:  # the body is the action's own input schema
             self.openapi_body = {"post": deps.registry.get(self.action).json_schema()}
 
@@ -217,7 +218,7 @@ class Generate:
         if outcome.composition_uid is None:  # not an asynchronous action: its own answer
             ok(req, resp, outcome.data, outcome.status, **outcome.meta)
             return
-        comp = wait_for(self.redis, self.config.redis_prefix, req.context.caller.account_id,
+        comp = wait_for(self.slots, self.redis, self.config.redis_prefix, req.context.caller,
                         outcome.composition_uid, wait)
         answer_status(req, resp, comp, self.config, self.redis, **outcome.meta)
 
@@ -261,20 +262,21 @@ class ItemStatus:
         "202": _success("Still queued or running", GENERATION_STATUS)})
 
     def __init__(self, deps):
-        self.config, self.redis = deps.config, deps.redis
+        self.config, self.redis, self.slots = deps.config, deps.redis, deps.wait_slots
 
     def on_get(self, req, resp):
         uid = (req.get_param("imageID") or "").strip()
         if not uid:
             raise InvalidRequest("imageID is required",
                                  details=[{"field": "imageID", "problem": "is required"}])
-        account_id = req.context.caller.account_id
+        caller = req.context.caller
         seconds = wait_seconds(req, 0)
-        comp = engine.get(account_id, uid)  # 404 for another tenant's id
+        comp = engine.get(caller.account_id, uid)  # 404 for another tenant's id
         if comp.action not in MTYPES:
             raise NotFound("No such item")
-        if seconds:
-            comp = wait_for(self.redis, self.config.redis_prefix, account_id, uid, seconds)
+        if seconds:  # a slot-capped wait; over the cap, the current state at once
+            comp = wait_for(self.slots, self.redis, self.config.redis_prefix, caller, uid,
+                            seconds)
         answer_status(req, resp, comp, self.config, self.redis)
 
 

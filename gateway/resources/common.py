@@ -4,14 +4,17 @@ AIMG routes. Resources import from here, never from each other."""
 
 from __future__ import annotations
 
-import functools
-import json
 import re
 import time
 from urllib.parse import urlencode
 
+from redis.exceptions import RedisError
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
 from core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from core.timefmt import iso
+from gateway.edge import strict_loads
 from gateway.envelope import ok
 from jobs import engine, events, views
 from jobs.models import Composition
@@ -23,7 +26,15 @@ PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait=(\d+)")
 
 
 def json_body(req) -> dict:
-    """The request body as a JSON object; an empty body is ``{}``."""
+    """The request body as a JSON object; an empty body is ``{}``. Read once per request
+    (the body schema check and the responder share it; a chunked stream reads once)."""
+    cached = getattr(req.context, "json_body", None)
+    if cached is None:
+        cached = req.context.json_body = _read_json_body(req)
+    return cached
+
+
+def _read_json_body(req) -> dict:
     if req.content_length and (req.content_type or "").split(";")[0].strip().lower() not in (
             "", "application/json"):
         raise UnsupportedMediaType("Send the body as JSON with Content-Type: application/json")
@@ -33,11 +44,7 @@ def json_body(req) -> dict:
         raise InvalidRequest("The JSON body is nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object")
-    field = _nul_field(body)
-    if field is not None:  # PostgreSQL text cannot hold NUL: refuse it here, not with a 500
-        raise InvalidRequest("Strings must not contain NUL characters",
-                             details=[{"field": field, "problem": "must not contain NUL"}])
-    return body
+    return body  # NUL and unpaired surrogates were refused by the parser (gateway.edge)
 
 
 def _is_chunked(req) -> bool:
@@ -57,46 +64,53 @@ def _chunked_json(req):
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw)
+        return strict_loads(raw)  # the same parser as every other JSON body (gateway.edge)
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("Malformed JSON body") from None
 
 
-def _nul_field(body):
-    """The dotted path of the first string (or key) holding a NUL character, else None.
-
-    Iterative, so a deeply nested body cannot exhaust the stack."""
-    stack = [("", body)]
-    while stack:
-        path, value = stack.pop()
-        if isinstance(value, str):
-            if "\x00" in value:
-                return path or "body"
-            continue
-        items = value.items() if isinstance(value, dict) else \
-            enumerate(value) if isinstance(value, list) else ()
-        for key, item in items:
-            here = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and "\x00" in key:
-                return here
-            stack.append((here, item))
-    return None
+INT64_MAX = 2**63 - 1  # the widest integer column; every integer parameter stays within it
+MAX_PAGE_NO = 1_000_000  # seed-style page numbers: 10^8 rows at 100 a page is plenty
+ASCII_INT = re.compile(r"-?[0-9]{1,19}")  # int() also takes "+", spaces, "_", non-ASCII digits
 
 
-def int_param(req, name, default, minimum=1, maximum=None) -> int:
+def parse_int(raw: str, name: str, minimum: int = 1, maximum: int = INT64_MAX) -> int:
+    """``raw`` as an integer of ASCII digits within ``minimum``-``maximum``, else 400
+    ``INVALID_REQUEST`` naming ``name``: the one integer parser of query parameters."""
+    if ASCII_INT.fullmatch(raw) and minimum <= int(raw) <= maximum:
+        return int(raw)
+    problem = f"must be an integer from {minimum} to {maximum}"
+    if not re.fullmatch(r"-?[0-9]+", raw):
+        problem += " in ASCII digits"
+    raise InvalidRequest(f"{name} {problem}", details=[{"field": name, "problem": problem}])
+
+
+def int_param(req, name, default, minimum=1, maximum=INT64_MAX) -> int:
+    """The query parameter ``name`` (``parse_int``); absent: ``default``. Sent empty
+    (``limit=``) it is not an integer: 400, as the OpenAPI document's schema says."""
     raw = req.get_param(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"{name} must be an integer",
-                             details=[{"field": name, "problem": "must be an integer"}]) from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum else f">= {minimum}"
-        raise InvalidRequest(f"{name} must be {bound}",
-                             details=[{"field": name, "problem": f"must be {bound}"}])
-    return value
+    return parse_int(raw, name, minimum, maximum)
+
+
+def int_schema(minimum=1, maximum=INT64_MAX) -> dict:
+    """The OpenAPI schema of an ``int_param``, so the document states the same bounds."""
+    return {"type": "integer", "minimum": minimum, "maximum": maximum}
+
+
+# ``limit`` and ``cursor`` of every list (CONTRACT 7), as parsed and as documented.
+LIST_QUERY = [
+    {"name": "limit", "in": "query", "required": False,
+     "schema": {**int_schema(1, MAX_LIMIT), "default": 50}},
+    {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "From the previous page's data.next (which is the full next URL)."},
+]
+
+
+def list_params(req) -> tuple[int, str | None]:
+    """``(limit, cursor)`` of a list request: ``limit`` 1-100, default 50."""
+    return int_param(req, "limit", 50, 1, MAX_LIMIT), req.get_param("cursor") or None
 
 
 def base_url(req, config) -> str:
@@ -156,29 +170,67 @@ def wait_seconds(req, default) -> int:
         raw = match.group(1) if match else None
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) > MAX_WAIT_S:
-        raise InvalidRequest(f"wait must be an integer from 0 to {MAX_WAIT_S}",
-                             details=[{"field": "wait", "problem": f"0-{MAX_WAIT_S} seconds"}])
-    return int(raw)
+    return parse_int(raw, "wait", 0, MAX_WAIT_S)  # ASCII digits: str.isdigit() takes "²"
 
 
-def wait_for(redis, prefix, account_id, uid, seconds) -> Composition:
-    """The composition once it ended, or as it is after ``seconds``."""
+def wait_for(slots, redis, prefix, caller, uid, seconds) -> Composition:
+    """The composition once it ended, or as it is after ``seconds``.
+
+    Nothing to wait for (``seconds`` is 0, or it already ended): one database read, no
+    Redis. Otherwise the wait takes one of ``slots`` (``metering.concurrency.WaitSlots``:
+    per credential, in all and per process) and listens for progress events. Over a cap,
+    or with Redis down, it does not wait: the caller gets the current state at once (a
+    202 with ``Retry-After`` and ``Location``) and polls."""
+    comp = engine.get(caller.account_id, uid)
+    if seconds <= 0 or comp.status in Composition.FINAL:
+        return comp
     deadline = time.monotonic() + seconds
-    with events.Listener(redis, prefix, uid) as listener:
-        while True:
-            comp = engine.get(account_id, uid)
-            remaining = deadline - time.monotonic()
-            if comp.status in Composition.FINAL or remaining <= 0:
-                return comp
-            listener.wait(min(remaining, 1.0))
+    with slots.acquire(caller.rate_key) as lease:
+        if not lease.held:
+            return comp
+        try:
+            with events.Listener(redis, prefix, uid) as listener:
+                while True:
+                    comp = engine.get(caller.account_id, uid)
+                    remaining = deadline - time.monotonic()
+                    if comp.status in Composition.FINAL or remaining <= 0:
+                        return comp
+                    lease.renew()
+                    listener.wait(min(remaining, 1.0))
+        except events.Unavailable:  # Redis went away: the row as it is now
+            return engine.get(caller.account_id, uid)
+
+
+class QueuePositions:
+    """Live queue positions for one request: asked of Redis until it fails once, then
+    ``None`` (shown as ``queuePosition: null``), so a list of queued compositions costs at
+    most one Redis timeout when Redis is down or hung, and never an error."""
+
+    def __init__(self, redis):
+        self.redis, self.down = redis, False
+
+    def __call__(self, uid) -> int | None:
+        if self.down:
+            return None
+        try:
+            position = Job.fetch(uid, connection=self.redis).get_position()
+        except NoSuchJobError:
+            return None
+        except (RedisError, OSError):
+            self.down = True
+            return None
+        except Exception:  # an unreadable job: no position, still an answer
+            return None
+        return None if position is None else position + 1
 
 
 def composition_view(comp, req, config, redis) -> dict:
     """The composition JSON (``jobs.views.composition_json``) with this request's base URL
-    and, while queued, its live queue position."""
-    return views.composition_json(comp, base_url(req, config),
-                                  queue_position=functools.partial(engine.queue_position, redis))
+    and, while queued, its live queue position (null when Redis cannot say)."""
+    positions = getattr(req.context, "queue_positions", None)
+    if positions is None:
+        positions = req.context.queue_positions = QueuePositions(redis)
+    return views.composition_json(comp, base_url(req, config), queue_position=positions)
 
 
 def answer(req, resp, comp, config, redis, **meta):

@@ -1,12 +1,17 @@
 """Asynchronous results: list, one composition (with waiting), SSE events, cancel, output
-files. The composition JSON is ``jobs.views.composition_json`` (via ``common.composition_view``)."""
+files. The composition JSON is ``jobs.views.composition_json`` (via ``common.composition_view``).
+
+Waits and streams hold a server thread each, so both take a slot of
+``metering.concurrency.WaitSlots`` first: a wait over the cap answers the current state at
+once, a stream over the cap is 429 ``RATE_LIMITED``. Reading a composition never needs
+Redis; with Redis down a wait answers the current state and a stream 503."""
 
 from __future__ import annotations
 
 import json
 import time
 
-from core.errors import InvalidRequest, NotFound
+from core.errors import InvalidRequest, NotFound, RateLimited, ServiceUnavailable
 from gateway.envelope import ok
 from gateway.middleware import NONE
 from gateway.resources.common import (
@@ -22,6 +27,11 @@ from gateway.resources.common import (
 from jobs import engine, events, queries
 from jobs.models import Composition
 from jobs.storage import content_type
+from metering.concurrency import FULL
+
+STREAM_RETRY_AFTER = 5  # seconds: when a refused stream may try again
+STREAM_MAX_S = 3600  # a stream never outlives an hour
+KEEPALIVE_S = 15  # a comment line this often keeps proxies from closing an idle stream
 
 
 class CompositionList:
@@ -61,13 +71,13 @@ class CompositionItem:
     openapi_query = {"get": [{"name": "wait", "in": "query", "required": False,
                               "schema": {"type": "integer", "minimum": 0, "maximum": 60}}]}
 
-    def __init__(self, config, redis):
-        self.config, self.redis = config, redis
+    def __init__(self, config, redis, slots):
+        self.config, self.redis, self.slots = config, redis, slots
 
     def on_get(self, req, resp, uid):
-        account_id = req.context.caller.account_id
         seconds = wait_seconds(req, 0)
-        comp = wait_for(self.redis, self.config.redis_prefix, account_id, uid, seconds)
+        comp = wait_for(self.slots, self.redis, self.config.redis_prefix, req.context.caller,
+                        uid, seconds)
         answer(req, resp, comp, self.config, self.redis)
 
 
@@ -88,42 +98,133 @@ class CompositionCancel:
 
 
 class CompositionEvents:
-    """Server-Sent Events: the current state, then every change, until the composition ends."""
+    """Server-Sent Events: the current state, then every change, until the composition ends.
+
+    An open stream holds a server thread and a wait slot (per credential and in all): over
+    the cap it is refused with 429 ``RATE_LIMITED`` and ``Retry-After``; with Redis down
+    (no events to stream) 503 ``SERVICE_UNAVAILABLE`` with ``Retry-After``. Both are
+    answered before the stream starts, as envelopes. An ended composition streams its
+    ``end`` event without a slot or Redis."""
 
     scope = "actions:read"
 
     openapi_tag = "Compositions"
+    openapi_responses = {"get": {
+        "200": {"description": "text/event-stream: `event: progress` per change, then "
+                               "`event: end`, each with the composition as `data`",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        "429": {"description": "RATE_LIMITED: too many open streams and waits (or requests); "
+                               "see Retry-After",
+                "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/Error"}}}},
+        "503": {"description": "SERVICE_UNAVAILABLE: no progress events (Redis is down); "
+                               "poll the composition; see Retry-After",
+                "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/Error"}}}},
+        "default": {"description": "Error envelope (see error.code)",
+                    "content": {"application/json": {"schema": {
+                        "$ref": "#/components/schemas/Error"}}}}}}
 
-    def __init__(self, config, redis):
-        self.config, self.redis = config, redis
+    def __init__(self, config, redis, slots):
+        self.config, self.redis, self.slots = config, redis, slots
 
     def on_get(self, req, resp, uid):
-        account_id = req.context.caller.account_id
-        engine.get(account_id, uid)  # 404 before the stream starts
-        queries.release_connection()  # the stream reads on short connections; don't pin one
+        caller = req.context.caller
+        comp = engine.get(caller.account_id, uid)  # 404 before the stream starts
+        lease = listener = None
+        if comp.status not in Composition.FINAL:
+            lease = self.slots.acquire(caller.rate_key)
+            if lease.reason == FULL:
+                raise RateLimited(_full_message(lease.scope, self.slots),
+                                  retry_after=STREAM_RETRY_AFTER)
+            if not lease.held:
+                raise ServiceUnavailable(UNAVAILABLE_MESSAGE, retry_after=STREAM_RETRY_AFTER)
+            try:  # subscribe before the first read, so no change is missed
+                listener = events.Listener(self.redis, self.config.redis_prefix, uid)
+            except events.Unavailable:
+                lease.release()
+                raise ServiceUnavailable(UNAVAILABLE_MESSAGE,
+                                         retry_after=STREAM_RETRY_AFTER) from None
+        stream = EventStream(self._stream(req, caller.account_id, uid, listener, lease),
+                             listener, lease)
+        try:
+            queries.release_connection()  # the stream reads on short connections
+        except BaseException:
+            stream.close()
+            raise
         resp.content_type = "text/event-stream"
         resp.set_header("Cache-Control", "no-cache")
         resp.set_header("X-Accel-Buffering", "no")
-        resp.stream = self._stream(req, account_id, uid)
+        resp.stream = stream
 
-    def _stream(self, req, account_id, uid):
+    def _stream(self, req, account_id, uid, listener, lease):
         last = None
-        deadline = time.monotonic() + 3600  # a stream never outlives an hour
-        with events.Listener(self.redis, self.config.redis_prefix, uid) as listener:
-            while time.monotonic() < deadline:
+        deadline = time.monotonic() + STREAM_MAX_S
+        while time.monotonic() < deadline:
+            try:
                 comp = queries.read_composition(account_id, uid)
-                data = composition_view(comp, req, self.config, self.redis)
-                if comp.status == Composition.RUNNING:  # per-step events run ahead of the row
-                    data["progress"] = max(comp.progress, min(99, listener.progress))
-                if (comp.status, data["progress"]) != last:
-                    last = (comp.status, data["progress"])
-                    final = comp.status in Composition.FINAL
-                    yield (f"event: {'end' if final else 'progress'}\nid: {data['progress']}\n"
-                           f"data: {json.dumps(data)}\n\n").encode()
-                    if final:
-                        return
-                if not listener.wait(15):
-                    yield b": keep-alive\n\n"
+            except NotFound:  # gone (an operator removed it): nothing more to say
+                return
+            data = composition_view(comp, req, self.config, self.redis)
+            if listener is not None and comp.status == Composition.RUNNING:
+                # per-step events run ahead of the row
+                data["progress"] = max(comp.progress, min(99, listener.progress))
+            if (comp.status, data["progress"]) != last:
+                last = (comp.status, data["progress"])
+                final = comp.status in Composition.FINAL
+                yield (f"event: {'end' if final else 'progress'}\nid: {data['progress']}\n"
+                       f"data: {json.dumps(data)}\n\n").encode()
+                if final:
+                    return
+            if listener is None:  # ended before the stream started; nothing to listen to
+                return
+            lease.renew()
+            try:
+                woke = listener.wait(KEEPALIVE_S)
+            except events.Unavailable:  # Redis went away: end; the client reconnects later
+                yield f"retry: {STREAM_RETRY_AFTER * 1000}\n\n".encode()
+                return
+            if not woke:
+                yield b": keep-alive\n\n"
+
+
+UNAVAILABLE_MESSAGE = ("Progress events are unavailable right now; poll "
+                       "GET /zapier/v1/compositions/{uid} instead")
+
+
+def _full_message(scope, slots) -> str:
+    if scope == "credential":
+        return (f"This credential already has {slots.per_credential} open streams or waits; "
+                "close one or poll GET /zapier/v1/compositions/{uid}")
+    return "The server has no free stream slots; retry later or poll the composition"
+
+
+class EventStream:
+    """The SSE body. ``close`` (called by the WSGI server when the stream ends or the
+    client goes, even if it was never iterated) closes the subscription and gives the
+    wait slot back."""
+
+    def __init__(self, events_iter, listener, lease):
+        self._events, self._listener, self._lease = events_iter, listener, lease
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._events)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        self._events.close()
+        if self._listener is not None:
+            self._listener.close()
+        if self._lease is not None:
+            self._lease.release()
 
 
 class OutputFile:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from core.errors import InvalidRequest
 from core.timefmt import iso
 from gateway.envelope import ok
-from gateway.resources.common import json_body
+from gateway.resources.common import LIST_QUERY, json_body, list_params, next_url
 from jobs import queries, webhooks
 
 
@@ -14,7 +15,10 @@ def hook_view(hook) -> dict:
 
 
 class Hooks:
-    """Subscribe ``target_url`` to an event; the first subscription reveals the secret."""
+    """Subscribe ``target_url`` to an event; the first subscription reveals the secret.
+
+    GET lists the caller's hooks newest first, ``limit`` (1-100, default 50) at a time;
+    ``data.next`` is the full URL of the next page (null on the last)."""
 
     scope = {"GET": "hooks:read", "POST": "hooks:write"}
 
@@ -22,9 +26,10 @@ class Hooks:
     openapi_body = {"post": {"type": "object", "required": ["target_url", "event"],
                              "properties": {"target_url": {"type": "string", "format": "uri"},
                                             "event": {"enum": list(webhooks.EVENTS)}}}}
+    openapi_query = {"get": LIST_QUERY}
 
-    def __init__(self, policy):
-        self.policy = policy
+    def __init__(self, config, policy):
+        self.config, self.policy = config, policy
 
     def on_post(self, req, resp):
         body = json_body(req)
@@ -38,8 +43,11 @@ class Hooks:
         ok(req, resp, data, status=201)
 
     def on_get(self, req, resp):
-        hooks = webhooks.list_hooks(req.context.caller.account_id)
-        ok(req, resp, {"items": [hook_view(h) for h in hooks], "next": None})
+        limit, cursor = list_params(req)
+        hooks, after = webhooks.list_hooks(req.context.caller.account_id, limit=limit,
+                                           cursor=cursor)
+        ok(req, resp, {"items": [hook_view(h) for h in hooks],
+                       "next": next_url(req, self.config, after)})
 
 
 class HookItem:
@@ -59,18 +67,33 @@ class HookSecretRotate:
     openapi_tag = "Webhooks"
 
     def on_post(self, req, resp):
+        json_body(req)  # no fields, but a body that is sent must be a JSON object
         ok(req, resp, {"secret": webhooks.rotate_secret(req.context.caller.account_id)},
            status=201)
 
 
 class LowCreditThreshold:
-    """Set (or clear with null) the balance under which ``credits.low`` fires once."""
+    """Set (or clear with null) the balance under which ``credits.low`` fires once.
+
+    ``threshold``: an integer from 0 to 10^12 credits, or null to clear it."""
 
     scope = "hooks:write"
 
     openapi_tag = "Webhooks"
+    openapi_body = {"put": {"type": "object", "required": ["threshold"],
+                            "additionalProperties": False, "properties": {"threshold": {
+                                "type": ["integer", "null"], "minimum": 0,
+                                "maximum": webhooks.MAX_THRESHOLD}}}}
 
     def on_put(self, req, resp):
-        threshold = json_body(req).get("threshold")
+        body = json_body(req)
+        problems = [{"field": name, "problem": "unknown field"} for name in body
+                    if name != "threshold"]
+        if "threshold" not in body:
+            problems.append({"field": "threshold", "problem": "is required (null clears it)"})
+        if problems:
+            raise InvalidRequest("; ".join(f"{p['field']}: {p['problem']}" for p in problems),
+                                 details=problems)
+        threshold = body["threshold"]
         webhooks.set_low_credit_threshold(req.context.caller.account_id, threshold)
         ok(req, resp, {"threshold": threshold})

@@ -17,7 +17,8 @@ from urllib.parse import parse_qsl, urlencode
 import falcon
 from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 
-from core.errors import ServiceUnavailable
+from core.errors import InvalidRequest, ServiceUnavailable
+from gateway.edge import bad_strings
 from gateway.envelope import ok
 from gateway.middleware import ADMIN, NONE, client_address
 from gateway.resources.common import json_body
@@ -46,12 +47,15 @@ def _read_body(req, *, allow_json=False) -> dict[str, str]:
             data = json.loads(raw)
         except ValueError:
             return {}
+        if bad_strings(data):  # NUL or unpaired surrogates (gateway.edge): malformed
+            return {}
         return {k: str(v) for k, v in data.items() if isinstance(v, str | int)} \
             if isinstance(data, dict) else {}
     try:
-        return dict(parse_qsl(raw.decode(), keep_blank_values=True))
+        form = dict(parse_qsl(raw.decode(), keep_blank_values=True))
     except (UnicodeDecodeError, ValueError):
         return {}
+    return {} if bad_strings(form) else form
 
 
 def _oauth_json(resp, status, body, headers=None):
@@ -317,11 +321,19 @@ class AdminOAuthClients:
     openapi_tag = "Admin"
     openapi_body = {"post": {"type": "object", "required": ["name", "redirect_uris"],
                              "properties": {
-                                 "name": {"type": "string", "maxLength": 128},
-                                 "redirect_uris": {"type": "array",
-                                                   "items": {"type": "string", "format": "uri"}},
-                                 "scopes": {"type": "array",
-                                            "items": {"enum": sorted(SCOPES)}},
+                                 "name": {"type": "string", "minLength": 1, "maxLength": 128},
+                                 "redirect_uris": {
+                                     "description": "1-20 absolute http(s) URIs (or one, "
+                                                    "as a string)",
+                                     "oneOf": [{"type": "array", "minItems": 1, "maxItems": 20,
+                                                "items": {"type": "string", "format": "uri"}},
+                                               {"type": "string", "format": "uri"}]},
+                                 "scopes": {
+                                     "description": "default: every scope but keys:write",
+                                     "oneOf": [{"type": "array", "minItems": 1,
+                                                "items": {"enum": sorted(SCOPES)}},
+                                               {"type": "string", "minLength": 1,
+                                                "description": "space-separated scopes"}]},
                                  "confidential": {"type": "boolean", "default": True}}}}
 
     def on_get(self, req, resp):
@@ -330,6 +342,12 @@ class AdminOAuthClients:
 
     def on_post(self, req, resp):
         body = json_body(req)
+        # Present means given: null is not "the default" (the document says array, boolean)
+        nulls = [f for f in ("scopes", "confidential") if f in body and body[f] is None]
+        if nulls or not isinstance(body.get("confidential", True), bool):
+            raise InvalidRequest("Invalid OAuth client", details=[
+                {"field": f, "problem": "leave it out for the default; null is not a value"}
+                for f in nulls] or [{"field": "confidential", "problem": "true or false"}])
         confidential = body.get("confidential", True)
         client, secret = provider.register_client(
             body.get("name"), body.get("redirect_uris"), body.get("scopes"),

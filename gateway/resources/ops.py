@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import falcon
-from rq import Queue, Worker
+from rq import Queue
 
 from gateway import metrics
 from gateway.envelope import error, meta
 from gateway.middleware import NONE
-from jobs import queries
-from jobs.queues import expand_queues, queue_name
+from jobs import engine, queries
+from jobs.queues import expand_queues, gpu_queue, queue_name
 from metering import db
 
 
@@ -19,6 +19,9 @@ class Health:
     auth = NONE
     uses_db = False
     openapi_tag = "Operations"
+    openapi_responses = {"get": {"200": {"description": "The text OK",
+                                         "content": {"text/plain": {"schema": {
+                                             "type": "string", "const": "OK"}}}}}}
 
     def on_get(self, req, resp):
         resp.content_type = falcon.MEDIA_TEXT
@@ -26,32 +29,53 @@ class Health:
 
 
 class Ready:
-    """Readiness: database and Redis must answer; 503 (still in the envelope) when one does not."""
+    """Readiness (CONTRACT 8): the database and Redis answer and every queue the product
+    needs has a live worker; otherwise 503, still in the envelope, with ``Retry-After``.
+
+    Needed queues: ``cpu`` and ``webhooks`` always, and each configured model's
+    ``gpu.<id>``. A worker is live while its RQ heartbeat is fresh
+    (``jobs.engine.live_workers``)."""
 
     auth = NONE
     uses_db = False
     openapi_tag = "Operations"
 
-    def __init__(self, redis):
-        self.redis = redis
+    def __init__(self, redis, config=None, models=()):
+        self.redis, self.config, self.models = redis, config, models or ()
+
+    def needed_queues(self) -> list[str]:
+        return ["cpu", "webhooks", *(gpu_queue(m.id) for m in self.models)]
 
     def on_get(self, req, resp):
         checks = {"database": _check(db.ping), "redis": _check(self.redis.ping)}
-        workers = _check(lambda: _worker_count(self.redis))
-        checks["workers"] = workers
-        healthy = checks["database"]["ok"] and checks["redis"]["ok"]
-        if healthy:
+        if checks["redis"]["ok"]:
+            checks["workers"] = _check(self._workers)
+        else:
+            checks["workers"] = {"ok": False, "error": "RedisUnavailable"}
+        if all(check["ok"] for check in checks.values()):
             resp.media = {"success": True, "data": {"status": "ready", "checks": checks},
                           "meta": meta(req)}
+            return
+        if checks["database"]["ok"] and checks["redis"]["ok"]:
+            missing = ", ".join(checks["workers"].get("missing", ()))
+            message = f"No live worker serves: {missing}" if missing else \
+                "The workers could not be checked"
         else:
-            resp.status = falcon.HTTP_503
-            body = error(req, "SERVICE_UNAVAILABLE", "A backend service is down", 503)
-            body["data"] = {"status": "unavailable", "checks": checks}
-            resp.media = body
+            message = "A backend service is down"
+        resp.status = falcon.HTTP_503
+        resp.set_header("Retry-After", str(RETRY_AFTER_S))
+        body = error(req, "SERVICE_UNAVAILABLE", message, 503)
+        body["data"] = {"status": "unavailable", "checks": checks}
+        resp.media = body
+
+    def _workers(self) -> dict:
+        """Live workers per needed queue; not ok when one of them has none."""
+        per_queue, count = engine.live_workers(self.redis, self.config, self.needed_queues())
+        missing = [name for name, n in per_queue.items() if not n]
+        return {"ok": not missing, "count": count, "queues": per_queue, "missing": missing}
 
 
-def _worker_count(redis):
-    return {"count": Worker.count(connection=redis)}
+RETRY_AFTER_S = 5
 
 
 def _check(fn) -> dict:
@@ -71,6 +95,9 @@ class Metrics:
 
     auth = NONE
     openapi_tag = "Operations"
+    openapi_responses = {"get": {"200": {
+        "description": "Prometheus text exposition format",
+        "content": {"text/plain; version=1.0.0": {"schema": {"type": "string"}}}}}}
 
     def __init__(self, redis=None, config=None, models=None):
         self.redis, self.config, self.models = redis, config, models

@@ -6,7 +6,7 @@ import json
 
 from core.timefmt import iso
 from gateway.envelope import ok
-from gateway.resources.common import MAX_LIMIT, int_param, next_url
+from gateway.resources.common import MAX_LIMIT, MAX_PAGE_NO, int_param, next_url
 from jobs import posts
 
 QUERY = [{"name": n, "in": "query", "required": False, "schema": s} for n, s in (
@@ -16,7 +16,7 @@ QUERY = [{"name": n, "in": "query", "required": False, "schema": s} for n, s in 
     ("searchText", {"type": "string"}),
     ("customTags", {"type": "array", "items": {"type": "string"}}),
     ("contentLabel", {"type": "string"}),
-    ("pageNo", {"type": "integer", "minimum": 1}),
+    ("pageNo", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_NO}),
     ("itemsPerPage", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
     ("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
     ("cursor", {"type": "string"}))]
@@ -46,7 +46,7 @@ class ListPosts:
         filters = posts.Filters.from_params(req.params)
         size = int_param(req, "itemsPerPage", int_param(req, "limit", 50, 1, MAX_LIMIT),
                          1, MAX_LIMIT)
-        page_no = int_param(req, "pageNo", 1, 1)
+        page_no = int_param(req, "pageNo", 1, 1, MAX_PAGE_NO)
         page = posts.list_posts(req.context.caller.account_id, filters, limit=size,
                                 page_no=page_no, cursor=req.get_param("cursor"))
         ok(req, resp, {

@@ -25,7 +25,7 @@ from core.errors import (
 from core.timefmt import iso
 from gateway.envelope import ok
 from gateway.middleware import ACCOUNT, NONE, client_address
-from gateway.resources.common import json_body
+from gateway.resources.common import int_param, int_schema, json_body
 from jobs import posts
 from metering import ledger, usage
 from metering.models import Account
@@ -210,10 +210,10 @@ class AccountData:
         return get_account(caller.account_id)
 
     def _respond(self, req, resp):
+        params = _params(req)  # parsed even when a credential decides: a bad body is a 400
         if req.get_header("Authorization") or req.get_header("X-API-Key"):
             account = self._caller_account(req)
         else:
-            params = _params(req)
             if "username" not in params and "password" not in params:
                 raise AuthError("MISSING_AUTH_HEADER",
                                 "Send an API key or bearer token, or username and password")
@@ -293,13 +293,15 @@ class Usage:
     auth = ACCOUNT
     scope = "credits:read"
     openapi_tag = "Account"
+    openapi_query = {"get": [{"name": "days", "in": "query", "required": False,
+                              "schema": {**int_schema(1, 365), "default": USAGE_DAYS}}]}
 
     def __init__(self, clock: Clock = SYSTEM):
         self.clock = clock
 
     def on_get(self, req, resp):
         _own_user_id(req)
-        days = req.get_param_as_int("days", min_value=1, max_value=365) or USAGE_DAYS
+        days = int_param(req, "days", USAGE_DAYS, 1, 365)
         account_id = req.context.caller.account_id
         until = self.clock.now()
         since = until - dt.timedelta(days=days)
