@@ -9,9 +9,11 @@ Outside services only (none in this suite yet) are faked, as loopback HTTP serve
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -286,3 +288,83 @@ def gen_account(client, make_account):
                                json={"perMinute": 100000, "perDay": 1000000})
     assert resp.status_code in (200, 201), resp.text
     return lambda credits=0: make_account(credits=credits, plan="gen-fast")
+
+
+# --- Redis servers of a test's own (to stop, restart or fill) -------------------------------
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a fixed free loopback port, which the test may
+    kill and start again on the same port (nothing persisted: a restart loses every key,
+    as a crash does). ``args`` are extra server options, e.g. ``--maxmemory 1``."""
+
+    def __init__(self, *args):
+        self.binary = shutil.which("redis-server")
+        if not self.binary:
+            pytest.skip("redis-server is not installed")
+        self.args = args
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", *self.args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if redis_lib.Redis.from_url(self.url, socket_timeout=0.5).ping():
+                    return self
+            except redis_lib.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.kill()
+                    raise
+                time.sleep(0.05)
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait(timeout=10)
+
+    def client(self):
+        return redis_lib.Redis.from_url(self.url, socket_timeout=5)
+
+
+@pytest.fixture
+def own_redis():
+    """A started ``PrivateRedis``, killed after the test."""
+    server = PrivateRedis().start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def hanging_redis():
+    """A loopback listener that accepts connections and never answers: ``(url, held)``."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held, stop = [], threading.Event()
+
+    def accept():
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                held.append(conn)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0", held
+    stop.set()
+    thread.join(timeout=5)
+    for conn in held:
+        conn.close()
+    listener.close()

@@ -15,13 +15,9 @@ queue are real redis-servers (stopped, or with ``maxmemory 1``).
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import subprocess
 import threading
-import time
 
 import pytest
-import redis as redis_lib
 import requests
 from falcon.testing import TestClient
 
@@ -29,7 +25,7 @@ import metering.db
 from actions.registry import Action, Registry
 from actions.shipped import ACTIONS
 from async_support import burst, poll
-from conftest import ADMIN, bearer, free_port, ledger_sum, make_app
+from conftest import ADMIN, PrivateRedis, bearer, ledger_sum, make_app
 from core.clock import utcnow
 from metering import idempotency
 from metering.models import IdempotencyRecord, LedgerEntry
@@ -148,43 +144,20 @@ def test_lone_surrogate_in_echo_is_400_and_charges_nothing(client, make_account)
 # --- the queue is down ----------------------------------------------------------------------
 
 
-def _redis_server(*args):
-    binary = shutil.which("redis-server")
-    if not binary:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if redis_lib.Redis.from_url(url, socket_timeout=0.5).ping():
-                return proc, url
-        except redis_lib.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
-
-
 @pytest.fixture
 def stopped_redis():
     """The URL of a redis-server that was started and then killed: nothing listens."""
-    proc, url = _redis_server()
-    proc.kill()
-    proc.wait(timeout=10)
-    return url
+    server = PrivateRedis().start()
+    server.kill()
+    return server.url
 
 
 @pytest.fixture
 def full_redis():
     """A live redis-server that answers PING but refuses every write (maxmemory 1)."""
-    proc, url = _redis_server("--maxmemory", "1", "--maxmemory-policy", "noeviction")
-    yield url
-    proc.kill()
-    proc.wait(timeout=10)
+    server = PrivateRedis("--maxmemory", "1", "--maxmemory-policy", "noeviction").start()
+    yield server.url
+    server.kill()
 
 
 def _post_async(client, key, body, idem):

@@ -6,21 +6,17 @@ when Redis is stopped or hangs."""
 from __future__ import annotations
 
 import math
-import shutil
-import socket
-import subprocess
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import redis as redis_lib
 import requests
 from falcon.testing import TestClient
 from prometheus_client import REGISTRY
 
-from conftest import ADMIN, bearer, free_port, ledger_sum, make_app
+from conftest import ADMIN, bearer, ledger_sum, make_app
 from core.clock import ManualClock
 from metering.ratelimit import BREAKER_SECONDS, PerDay, PerMinute
 
@@ -268,43 +264,15 @@ def test_limits_are_per_credential(client, make_account):
 # --- failing open ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def own_redis():
-    """A private redis-server on a free loopback port that the test may kill."""
-    binary = shutil.which("redis-server")
-    if not binary:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if redis_lib.Redis.from_url(url, socket_timeout=0.5).ping():
-                break
-        except redis_lib.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
-    yield proc, url
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=10)
-
-
 def test_fails_open_when_redis_is_stopped(config, schema, make_account, own_redis):
-    proc, url = own_redis
+    url = own_redis.url
     client = TestClient(make_app(config.replace(redis_url=url)))
     account_id, key = make_account(credits=3)
     first = client.simulate_get(ME, headers=bearer(key))
     assert first.status_code == 200
     assert int(first.headers["X-RateLimit-Remaining"]) >= 0  # limited while Redis is up
 
-    proc.kill()
-    proc.wait(timeout=10)
+    own_redis.kill()
     before = _fail_open_count()
     balances = []
     for i in range(3):
@@ -322,35 +290,6 @@ def test_fails_open_when_redis_is_stopped(config, schema, make_account, own_redi
     assert _fail_open_count() >= before + 4
     text = client.simulate_get("/metrics").text
     assert "gateway_ratelimit_fail_open_total" in text
-
-
-@pytest.fixture
-def hanging_redis():
-    """A loopback listener that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    held, stop = [], threading.Event()
-
-    def accept():
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-                held.append(conn)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0", held
-    stop.set()
-    thread.join(timeout=5)
-    for conn in held:
-        conn.close()
-    listener.close()
 
 
 def test_fails_open_when_redis_hangs_and_stops_asking(config, schema, make_account,

@@ -11,74 +11,12 @@ queue down, Redis down, readiness) carries ``Retry-After``.
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import threading
-import time
 
 import pytest
-import redis as redis_lib
 from falcon.testing import TestClient
 
 from conftest import bearer, free_port, make_app
 from metering import db as dbmod
-
-
-@pytest.fixture
-def own_redis():
-    """A private redis-server on a free loopback port that the test may kill."""
-    binary = shutil.which("redis-server")
-    if not binary:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if redis_lib.Redis.from_url(url, socket_timeout=0.5).ping():
-                break
-        except redis_lib.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
-    yield proc, url
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=10)
-
-
-@pytest.fixture
-def hanging_redis():
-    """A loopback listener that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    held, stop = [], threading.Event()
-
-    def accept():
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-                held.append(conn)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0", held
-    stop.set()
-    thread.join(timeout=5)
-    for conn in held:
-        conn.close()
-    listener.close()
 
 
 @pytest.fixture
@@ -138,12 +76,11 @@ def _polling_answers_from_the_database(broken, key, uid):
 
 def test_polling_sse_and_redis_routes_with_redis_stopped(config, schema, make_account,
                                                          own_redis, models_file):
-    proc, url = own_redis
-    broken = TestClient(make_app(config.replace(redis_url=url, models_file=models_file)))
+    broken = TestClient(make_app(config.replace(redis_url=own_redis.url,
+                                                models_file=models_file)))
     _, key = make_account(credits=5)
     uid = _queued(broken, key)  # queued on this app's own Redis while it runs
-    proc.kill()
-    proc.wait(timeout=10)
+    own_redis.kill()
     _polling_answers_from_the_database(broken, key, uid)
     # the queue is down: the async POST is a 503 too (nothing is charged, see runner)
     _assert_unavailable(broken.simulate_post("/zapier/v1/echo-async", params={"wait": "0"},

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,50 +23,6 @@ from rq.job import Job
 from async_support import burst, poll, start_worker, stop_worker
 from conftest import ROOT, bearer, free_port, ledger_sum, make_app
 from metering import db as dbmod
-
-
-class PrivateRedis:
-    """A redis-server of the test's own on a fixed loopback port, killed and restarted on
-    the same port (with nothing persisted: a restart loses every key, as a crash does)."""
-
-    def __init__(self):
-        self.binary = shutil.which("redis-server")
-        if not self.binary:
-            pytest.skip("redis-server is not installed")
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if redis_lib.Redis.from_url(self.url, socket_timeout=0.5).ping():
-                    return
-            except redis_lib.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise
-                time.sleep(0.05)
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-        if self.proc is not None:
-            self.proc.wait(timeout=10)
-
-    def client(self):
-        return redis_lib.Redis.from_url(self.url, socket_timeout=5)
-
-
-@pytest.fixture
-def own_redis():
-    server = PrivateRedis()
-    server.start()
-    yield server
-    server.kill()
 
 
 def _roomy_account(client, make_account, credits):
