@@ -275,6 +275,89 @@ class SocialConfig:
                    start_per_hour=_int(env, "SOCIAL_START_PER_HOUR", 60, 1))
 
 
+# --- payments (metering/payments, docs/PAYMENTS.md) ------------------------------------
+
+PAYMENT_PROVIDERS = ("paypal-v1", "paypal-orders")
+PAYPAL_BASE_URLS = MappingProxyType({
+    # paypalrestsdk's hosts (v1) and paypal-server-sdk's (Orders v2) are the same API.
+    "sandbox": "https://api-m.sandbox.paypal.com",
+    "live": "https://api-m.paypal.com",
+})
+
+
+@dataclasses.dataclass(frozen=True)
+class CreditPack:
+    """One price of the server's list: ``credits`` for ``amount`` (a decimal string)."""
+
+    credits: int
+    amount: str
+    currency: str
+
+
+def _credit_packs(raw) -> tuple:
+    """``CREDIT_PACKS`` ("100:9.99:USD,500:39.99:USD") as a tuple of ``CreditPack``."""
+    from decimal import Decimal, InvalidOperation
+
+    packs = []
+    for part in filter(None, (p.strip() for p in (raw or "").split(","))):
+        bits = [b.strip() for b in part.split(":")]
+        try:
+            credits, amount = int(bits[0]), Decimal(bits[1])
+            currency = bits[2].upper()
+        except (IndexError, ValueError, InvalidOperation):
+            raise ConfigError(f"CREDIT_PACKS entry {part!r} must look like "
+                              "credits:amount:currency") from None
+        if len(bits) != 3 or credits <= 0 or amount <= 0 or amount != amount.quantize(
+                Decimal("0.01")) or len(currency) != 3 or not currency.isalpha():
+            raise ConfigError(f"CREDIT_PACKS entry {part!r} must look like 100:9.99:USD "
+                              "(positive credits, an amount with at most 2 decimals)")
+        packs.append(CreditPack(credits, f"{amount:.2f}", currency))
+    return tuple(packs)
+
+
+@dataclasses.dataclass(frozen=True)
+class PaymentConfig:
+    provider: str = ""  # PAYMENT_PROVIDER: paypal-v1 | paypal-orders; empty: routes answer 503
+    client_id: str = ""  # PAYPAL_CLIENT_ID
+    client_secret: str = dataclasses.field(default="", repr=False)  # PAYPAL_CLIENT_SECRET
+    mode: str = "sandbox"  # PAYPAL_MODE: sandbox | live
+    base_url: str = PAYPAL_BASE_URLS["sandbox"]  # PAYPAL_BASE_URL, else the mode's host
+    webhook_id: str = ""  # PAYPAL_WEBHOOK_ID: empty: every webhook is refused
+    return_url: str = ""  # PAYPAL_RETURN_URL (empty: PUBLIC_BASE_URL + /paypal/return)
+    cancel_url: str = ""  # PAYPAL_CANCEL_URL (empty: PUBLIC_BASE_URL + /paypal/cancel)
+    timeout_s: float = 20.0  # PAYPAL_TIMEOUT_SECONDS
+    packs: tuple = (CreditPack(100, "9.99", "USD"), CreditPack(500, "39.99", "USD"))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.provider and self.client_id and self.client_secret)
+
+    @classmethod
+    def from_env(cls, env) -> PaymentConfig:
+        provider = (env.get("PAYMENT_PROVIDER") or "").strip().lower()
+        if provider and provider not in PAYMENT_PROVIDERS:
+            raise ConfigError(f"PAYMENT_PROVIDER must be one of {', '.join(PAYMENT_PROVIDERS)}"
+                              f", got {provider!r}")
+        mode = (env.get("PAYPAL_MODE") or "sandbox").strip().lower()
+        if mode not in PAYPAL_BASE_URLS:
+            raise ConfigError(f"PAYPAL_MODE must be sandbox or live, got {mode!r}")
+        base_url = (env.get("PAYPAL_BASE_URL") or PAYPAL_BASE_URLS[mode]).rstrip("/")
+        _check_provider_url("PAYPAL_BASE_URL", base_url)
+        urls = {}
+        for key in ("return_url", "cancel_url"):
+            name = f"PAYPAL_{key.upper()}"
+            urls[key] = (env.get(name) or "").strip()
+            if urls[key] and urlsplit(urls[key]).scheme not in ("http", "https"):
+                raise ConfigError(f"{name} must be an http(s) URL, got {urls[key]!r}")
+        packs = _credit_packs(env.get("CREDIT_PACKS")) if (env.get("CREDIT_PACKS") or "").strip() \
+            else cls.packs
+        return cls(provider=provider, client_id=(env.get("PAYPAL_CLIENT_ID") or "").strip(),
+                   client_secret=(env.get("PAYPAL_CLIENT_SECRET") or "").strip(), mode=mode,
+                   base_url=base_url, webhook_id=(env.get("PAYPAL_WEBHOOK_ID") or "").strip(),
+                   timeout_s=float(_int(env, "PAYPAL_TIMEOUT_SECONDS", 20, 1, 120)),
+                   packs=packs, **urls)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Settings of one gateway deployment; see the README's configuration table."""
@@ -322,11 +405,16 @@ class Config:
     gpu_batch_max: int = 1  # queued requests of one model and size run as one batch
     gpu_memory_limit_mb: int = 0  # 0: none; else the memory a worker may use past its models
     listing_background_model: str = ""  # a catalogue model for product-listing backgrounds
+    # Billing plans and gift cards (docs/BILLING.md).
+    billing_interval_s: int = 3600  # how often the worker's scheduler grants allowances
+    gift_card_failures_per_window: int = 10  # failed redeems per account per window
+    gift_card_failure_window_s: int = 3600  # the window of gift_card_failures_per_window
     # Identity: bearer tokens, login limits, the OAuth2 provider and social login.
     tokens: TokenConfig = dataclasses.field(default_factory=TokenConfig)
     logins: LoginLimits = dataclasses.field(default_factory=LoginLimits)
     oauth: OAuthProviderConfig = dataclasses.field(default_factory=OAuthProviderConfig)
     social: SocialConfig = dataclasses.field(default_factory=SocialConfig)
+    payments: PaymentConfig = dataclasses.field(default_factory=PaymentConfig)
 
     @classmethod
     def from_env(cls, env=None) -> Config:
@@ -377,10 +465,14 @@ class Config:
             gpu_batch_max=_int(env, "GPU_BATCH_MAX", 1),
             gpu_memory_limit_mb=_int(env, "GPU_MEMORY_LIMIT_MB", 0),
             listing_background_model=env.get("LISTING_BACKGROUND_MODEL", ""),
+            billing_interval_s=_int(env, "BILLING_INTERVAL_SECONDS", 3600, 1),
+            gift_card_failures_per_window=_int(env, "GIFT_CARD_FAILURES_PER_WINDOW", 10, 1),
+            gift_card_failure_window_s=_int(env, "GIFT_CARD_FAILURE_WINDOW_SECONDS", 3600, 1),
             tokens=TokenConfig.from_env(env),
             logins=LoginLimits.from_env(env),
             oauth=OAuthProviderConfig.from_env(env, signup_per_hour=signup_per_hour),
             social=SocialConfig.from_env(env),
+            payments=PaymentConfig.from_env(env),
         )
 
     @property

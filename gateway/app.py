@@ -19,6 +19,8 @@ from gateway import edge, errors, metrics, middleware, openapi
 from gateway.routes import route_table
 from gateway.services import Services, build_services
 from metering.concurrency import WaitSlots
+from metering.payments.providers import build_provider
+from metering.payments.purchases import PurchaseService
 from metering.ratelimit import RateLimiter
 from oauth import provider, tokens
 from oauth.credentials import ApiKeyAuthenticator, Authenticators
@@ -40,6 +42,8 @@ class Deps:
     social_login: SocialLogin
     wait_slots: WaitSlots  # caps on concurrent waits and SSE streams (threads they hold)
     openapi: object = None
+    # Buying credits (docs/PAYMENTS.md): the configured PayPal provider, built once.
+    payments: PurchaseService | None = None
 
     # The shared services, by the names resources use.
     config = property(lambda self: self.services.config)
@@ -67,6 +71,8 @@ def build_deps(config, *, registry: Registry | None = None, clock: Clock = SYSTE
         tokens=token_service,
         social_login=SocialLogin.from_config(config, s.redis, clock),
         wait_slots=WaitSlots.from_config(config, s.redis, clock),
+        payments=PurchaseService(build_provider(config.payments, config.public_base_url),
+                                 config.payments, clock=clock, ids=s.ids),
     )
 
 

@@ -183,6 +183,13 @@ def cmd_worker(config, args):
         make_worker().work(burst=True)
         return
     threading.Thread(target=reap_forever, daemon=True, name="reaper").start()
+    if qnames.queue_name(config, "cpu") in queues:
+        from jobs import billing as billing_job
+
+        try:  # the periodic allowance job (docs/BILLING.md); it reschedules itself
+            billing_job.schedule(rt.redis, config, rt.clock, soon=True)
+        except Exception as exc:  # Redis away at start: the next worker start schedules it
+            print(f"billing: not scheduled: {type(exc).__name__}: {exc}", file=sys.stderr)
     engine.serve_forever(make_worker, rt.redis)
 
 

@@ -7,11 +7,13 @@ from gateway.resources import (
     actions,
     admin,
     aimg,
+    billing,
     compositions,
     credits,
     hooks,
     oauth2,
     ops,
+    payments,
     posts,
     sessions,
     social,
@@ -34,7 +36,7 @@ def route_table(deps) -> list[tuple[str, object]]:
         ("/zapier/v1", actions.MissingActionName()),
         ("/zapier/v1/", actions.MissingActionName()),
         ("/zapier/v1/actions", actions.ActionCatalogue(service)),
-        ("/zapier/v1/me", actions.Me()),
+        ("/zapier/v1/me", actions.Me(deps.clock)),
         ("/zapier/v1/{action}", call),
         ("/zapier/v1/{action}/estimate", actions.ActionEstimate(service)),
         # Asynchronous results (CONTRACT 6)
@@ -94,4 +96,15 @@ def route_table(deps) -> list[tuple[str, object]]:
         ("/getModels", aimg.Models(deps)),
         ("/getQueuesLength", aimg.QueuesLength(deps)),
         ("/getSamplePrompts", aimg.SamplePrompts()),
+        # Payments (seed 000; docs/PAYMENTS.md)
+        ("/api/paypal/create", payments.PayPalCreate(deps.payments)),
+        ("/api/paypal/execute", payments.PayPalExecute(deps.payments)),
+        ("/webhooks/paypal", payments.PayPalWebhook(deps.payments, config.max_body_bytes)),
+        # Billing plans and gift cards (seed 003; docs/BILLING.md)
+        ("/getBillingPlans", billing.GetBillingPlans()),
+        ("/createBillingPlan", billing.CreateBillingPlan(deps.clock)),
+        ("/setAdminProvidedPremiumTier", billing.SetAdminProvidedPremiumTier(deps.clock)),
+        ("/cancelMembership", billing.CancelMembership(deps.clock)),
+        ("/downloadGiftCards", billing.DownloadGiftCards(deps.clock)),
+        ("/redeemGiftCard", billing.RedeemGiftCard(deps.clock, deps.limiter, config)),
     ]

@@ -8,8 +8,9 @@ Append new migrations; never edit or renumber an applied one.
 from __future__ import annotations
 
 from jobs import models as job_models
-from metering import migrations
+from metering import billing, giftcards, migrations
 from metering import models as metering_models
+from metering.payments import models as payment_models
 from oauth import models as oauth_models
 from oauth import provider_models, session_models, social_models
 
@@ -26,6 +27,12 @@ MIGRATIONS = [
      migrations.create_tables(*session_models.ALL_MODELS)),
     # Identities linked from social login providers.
     (5, "social identities", migrations.create_tables(*social_models.ALL_MODELS)),
+    # Payments (credit-pack purchases), their refunds, and credits owed after refunds.
+    (6, "payments", migrations.create_tables(*payment_models.ALL_MODELS)),
+    # Billing plans, memberships (tiers) and the monthly allowance grants (seed 003).
+    (7, "billing plans and memberships", migrations.create_tables(*billing.BILLING_MODELS)),
+    # Gift card batches and their hashed codes (seed 003).
+    (8, "gift cards", migrations.create_tables(*giftcards.GIFT_CARD_MODELS)),
 ]
 
 

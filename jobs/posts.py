@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+import re
 
 from peewee import fn
 
@@ -12,12 +13,19 @@ from core.errors import InvalidRequest
 from jobs.models import Post
 from metering import cursors
 
+# RFC 3339 as the OpenAPI document says (a date-time, or a date): Python's fromisoformat
+# alone would also take "20240101" or "2024-01-01 10:00", and an empty value means nothing.
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}"
+                      r"(?:[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:[Zz]|[+-]\d{2}:\d{2}))?$")
+
 
 def _date(name, raw):
-    if raw is None or raw == "":
+    if raw is None:
         return None
     try:
-        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        if not _RFC3339.match(raw):
+            raise ValueError(raw)
+        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise InvalidRequest(f"{name} must be an ISO 8601 date",
                              details=[{"field": name, "problem": "ISO 8601 date or time"}]
@@ -46,14 +54,18 @@ class Filters:
 
     @classmethod
     def from_params(cls, params):
-        def one(name):
+        def given(name):
             value = params.get(name)
             if isinstance(value, list):
                 raise InvalidRequest(f"{name} may be given once",
                                      details=[{"field": name, "problem": "given twice"}])
-            return value or None
+            return value
 
-        return cls(_date("startDate", one("startDate")), _date("endDate", one("endDate")),
+        def one(name):  # a blank text filter is no filter
+            return given(name) or None
+
+        # a blank date is not a date: given() keeps it, so _date refuses it
+        return cls(_date("startDate", given("startDate")), _date("endDate", given("endDate")),
                    one("contentType"), one("postFormat"), one("searchText"),
                    tuple(_tags(params.get("customTags"))), one("contentLabel"))
 

@@ -14,8 +14,9 @@ from peewee import IntegrityError
 from core.errors import InsufficientCredits, InvalidRequest, NotFound
 from core.ids import new_id
 from metering import cursors
-from metering.db import database, write_transaction
+from metering.db import database, is_sqlite, write_transaction
 from metering.models import Account, LedgerEntry
+from metering.payments.models import OwedCredits
 
 # The most credits one grant, adjustment, price or starting balance may move: far beyond any
 # real use, and small enough that balances never overflow the 64-bit column (a 500).
@@ -61,8 +62,68 @@ def debit(account_id, credits, *, action, request_id=None) -> LedgerEntry:
     if credits <= 0:
         raise ValueError("a debit takes a positive amount")
     with write_transaction():
+        _refuse_if_owing(account_id)
         return _apply(account_id, -credits, floor_check=True, kind="debit", action=action,
                       request_id=request_id)
+
+
+def for_update(query):
+    """``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite has no row locks and needs none (its
+    ``write_transaction`` holds the database's write lock from the start)."""
+    return query if is_sqlite() else query.for_update()
+
+
+def owed(account_id) -> int:
+    """Credits a refunded purchase could not take back (0 when the account owes none)."""
+    return OwedCredits.select(OwedCredits.credits).where(
+        OwedCredits.account == account_id).scalar() or 0
+
+
+def _refuse_if_owing(account_id):
+    due = owed(account_id)
+    if due > 0:
+        raise InsufficientCredits(
+            f"This account owes {due} credits after a refunded or reversed purchase; paid "
+            "actions are refused until a purchase settles it")
+
+
+def purchase(account_id, credits, *, reason="", request_id=None) -> LedgerEntry:
+    """Credit a purchase; what the account owes after a refund is settled from it first
+    (an ``adjustment`` row in the same transaction). Returns the ``purchase`` row."""
+    if credits <= 0:
+        raise ValueError("a purchase takes a positive amount")
+    with write_transaction():
+        entry = _apply(account_id, credits, floor_check=False, kind="purchase", reason=reason,
+                       request_id=request_id)
+        row = for_update(OwedCredits.select().where(OwedCredits.account == account_id)).first()
+        if row is not None and row.credits > 0:
+            settle = min(row.credits, credits)
+            _apply(account_id, -settle, floor_check=True, kind="adjustment",
+                   reason="settles credits owed after a refunded purchase")
+            OwedCredits.update(credits=OwedCredits.credits - settle).where(
+                OwedCredits.account == account_id).execute()
+        return entry
+
+
+def take_back(account_id, credits, *, reason="") -> tuple[LedgerEntry | None, int]:
+    """Take back up to ``credits`` (a refund or reversal) without going below zero.
+
+    Returns ``(adjustment row or None, credits now owed)``; the owed part is added to
+    ``OwedCredits``, which refuses paid actions until a purchase settles it."""
+    with write_transaction():
+        account = for_update(Account.select(Account.balance).where(
+            Account.id == account_id)).first()
+        if account is None:
+            raise NotFound("No such account")
+        take = min(max(account.balance, 0), credits)
+        entry = _apply(account_id, -take, floor_check=True, kind="adjustment",
+                       reason=reason) if take else None
+        due = credits - take
+        if due:
+            OwedCredits.insert(account=account_id, credits=due).on_conflict(
+                conflict_target=[OwedCredits.account],
+                update={OwedCredits.credits: OwedCredits.credits + due}).execute()
+        return entry, due
 
 
 def grant(account_id, amount, *, reason="", kind=None, request_id=None) -> LedgerEntry:

@@ -189,3 +189,19 @@ def test_list_posts_filters_paging_and_isolation(lclient, lconfig, make_account,
     resp = lclient.simulate_get("/list-posts", params={"startDate": "yesterday"},
                                 headers=bearer(key))
     assert resp.status_code == 400 and resp.json["error"]["details"][0]["field"] == "startDate"
+
+
+def test_list_posts_dates_are_rfc3339_and_never_empty(lclient, make_account):
+    """The document says date-time or date: an empty value or another ISO 8601 spelling
+    is a 400 naming the field, not "no filter"."""
+    _, key = make_account(credits=0)
+    for name in ("startDate", "endDate"):
+        for bad in ("", "20240101", "2024-01-01 10:00:00", "2024-01-01T10:00:00"):
+            resp = lclient.simulate_get("/list-posts", query_string=f"{name}={bad}",
+                                        headers=bearer(key))
+            assert resp.status_code == 400, (name, bad)
+            assert resp.json["error"]["details"][0]["field"] == name
+        for good in ("2024-01-01", "2024-01-01T10:00:00Z", "2024-01-01T10:00:00.5%2B02:00"):
+            resp = lclient.simulate_get("/list-posts", query_string=f"{name}={good}",
+                                        headers=bearer(key))
+            assert resp.status_code == 200, (name, good, resp.text)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from core.clock import SYSTEM
 from core.errors import MissingAction
 from gateway import metrics
 from gateway.envelope import ok
 from gateway.resources.common import answer, json_body, wait_for, wait_seconds
-from metering import ledger
+from metering import billing, ledger
 from oauth.accounts import get_account
 
 
@@ -91,10 +92,14 @@ class Me:
 
     openapi_tag = "Account"
 
+    def __init__(self, clock=SYSTEM):
+        self.clock = clock
+
     def on_get(self, req, resp):
         caller = req.context.caller
         account = get_account(caller.account_id)
         ok(req, resp, {
+            **billing.membership_view(account.id, self.clock.now()),  # tier (seed 003)
             "id": account.id, "username": account.username,
             "balance": ledger.balance(account.id), "plan": caller.limits.plan,
             "limits": {"perMinute": caller.limits.per_minute, "perDay": caller.limits.per_day},

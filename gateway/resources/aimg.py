@@ -31,7 +31,7 @@ from jobs.models import Composition
 from jobs.queues import gpu_queue, queue_name
 
 MTYPES = {"generate-image": "image", "generate-video": "video"}
-TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
+TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 # --- OpenAPI schemas (seed 003 objects) ----------------------------------------------------
 
@@ -331,7 +331,8 @@ class SamplePrompts:
         "200": _success("Prompt objects", {"type": "array", "items": PROMPT})})
 
     def on_get(self, req, resp):
-        raw = (req.get_param("randomOne") or "").strip().lower()
+        given = req.get_param("randomOne")  # absent: false; present, it must say which
+        raw = "false" if given is None else given.strip().lower()
         if raw not in TRUE + FALSE:
             raise InvalidRequest("randomOne must be true or false",
                                  details=[{"field": "randomOne", "problem": "must be a boolean"}])

@@ -10,8 +10,8 @@ from gateway.resources.common import MAX_LIMIT, MAX_PAGE_NO, int_param, next_url
 from jobs import posts
 
 QUERY = [{"name": n, "in": "query", "required": False, "schema": s} for n, s in (
-    ("startDate", {"type": "string", "format": "date-time"}),
-    ("endDate", {"type": "string", "format": "date-time"}),
+    ("startDate", {"type": "string", "anyOf": [{"format": "date-time"}, {"format": "date"}]}),
+    ("endDate", {"type": "string", "anyOf": [{"format": "date-time"}, {"format": "date"}]}),
     ("contentType", {"type": "string"}), ("postFormat", {"type": "string"}),
     ("searchText", {"type": "string"}),
     ("customTags", {"type": "array", "items": {"type": "string"}}),

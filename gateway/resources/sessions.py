@@ -27,7 +27,7 @@ from gateway.envelope import ok
 from gateway.middleware import ACCOUNT, NONE, client_address
 from gateway.resources.common import int_param, int_schema, json_body
 from jobs import posts
-from metering import ledger, usage
+from metering import billing, ledger, usage
 from metering.models import Account
 from oauth import keys
 from oauth.account_settings import check_key, get_setting, set_setting
@@ -224,6 +224,7 @@ class AccountData:
             "id": account.id, "username": account.username,
             "usages": usage.debit_count(account.id), "credits": ledger.balance(account.id),
             "api_key": None,
+            **billing.membership_view(account.id, self.deps.clock.now()),  # tier (seed 003)
             "keys": [{"keyId": k.id, "prefix": k.prefix, "description": k.description,
                       "createdAt": iso(k.created_at), "lastUsedAt": iso(k.last_used_at)}
                      for k in live],
