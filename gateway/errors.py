@@ -51,8 +51,6 @@ def _send(req, resp, code, message, status, details=None, headers=None):
     resp.content_type = falcon.MEDIA_JSON
     for name, value in (headers or {}).items():
         resp.set_header(name, value)
-    if status == 503 and not resp.get_header("Retry-After"):
-        resp.set_header("Retry-After", str(RETRY_AFTER_UNAVAILABLE))
 
 
 def handle_domain(req, resp, ex: DomainError, params):

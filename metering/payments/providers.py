@@ -112,13 +112,27 @@ class _Base:
             self._token_until = time.monotonic() + max(0, int(body.get("expires_in", 0)) - 60)
             return self._token
 
-    def _post(self, url, **kwargs) -> requests.Response:
+    def _call(self, fn):
+        """Run one PayPal call, its transport failures as our errors (timeout: 504; no
+        answer: 503) and the SDK's own errors through ``_sdk_error``."""
         try:
-            answer = requests.post(url, timeout=self.config.timeout_s, **kwargs)
+            return fn()
         except requests.Timeout:
             raise ProviderTimeout() from None
         except requests.RequestException:
             raise ProviderUnavailable() from None
+        except Exception as exc:
+            mapped = self._sdk_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+
+    def _sdk_error(self, exc) -> Exception | None:
+        """The public error for an SDK exception, or None to let it through."""
+        return None
+
+    def _post(self, url, **kwargs) -> requests.Response:
+        answer = self._call(lambda: requests.post(url, timeout=self.config.timeout_s, **kwargs))
         if answer.status_code >= 500:
             raise ProviderUnavailable(f"PayPal answered {answer.status_code}")
         if answer.status_code >= 400:
@@ -173,20 +187,14 @@ class PayPalV1(_Base):
         self.api = TimedApi(mode=config.mode, client_id=config.client_id,
                             client_secret=config.client_secret, endpoint=config.base_url)
 
-    def _call(self, fn):
+    def _sdk_error(self, exc):
         from paypalrestsdk import exceptions as errors
 
-        try:
-            return fn()
-        except requests.Timeout:
-            raise ProviderTimeout() from None
-        except requests.RequestException:
-            raise ProviderUnavailable() from None
-        except errors.ServerError as e:
-            raise ProviderUnavailable(f"PayPal answered {e.response.status_code}") from None
-        except errors.ConnectionError as e:
-            status = getattr(e.response, "status_code", "error")
-            raise _refused(status, e.content) from None
+        if isinstance(exc, errors.ServerError):
+            return ProviderUnavailable(f"PayPal answered {exc.response.status_code}")
+        if isinstance(exc, errors.ConnectionError):  # paypalrestsdk's name for a 4xx
+            return _refused(getattr(exc.response, "status_code", "error"), exc.content)
+        return None
 
     def create(self, pack, *, reference, request_id):
         payment = self.sdk.Payment({
@@ -251,19 +259,14 @@ class PayPalOrders(_Base):
                 o_auth_client_id=config.client_id,
                 o_auth_client_secret=config.client_secret)))
 
-    def _call(self, fn):
+    def _sdk_error(self, exc):
         from paypalserversdk.exceptions.api_exception import ApiException
 
-        try:
-            return fn()
-        except requests.Timeout:
-            raise ProviderTimeout() from None
-        except requests.RequestException:
-            raise ProviderUnavailable() from None
-        except ApiException as e:
-            if e.response_code >= 500:
-                raise ProviderUnavailable(f"PayPal answered {e.response_code}") from None
-            raise _refused(e.response_code, getattr(e.response, "text", "")) from None
+        if not isinstance(exc, ApiException):
+            return None
+        if exc.response_code >= 500:
+            return ProviderUnavailable(f"PayPal answered {exc.response_code}")
+        return _refused(exc.response_code, getattr(exc.response, "text", ""))
 
     def create(self, pack, *, reference, request_id):
         from paypalserversdk.models.amount_with_breakdown import AmountWithBreakdown
