@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 
 from rq import Queue
 
@@ -35,7 +36,8 @@ def schedule(redis, config, clock, *, soon=False) -> str:
     interval = config.billing_interval_s
     slot = int(clock.time() // interval) + (0 if soon else 1)
     delay = 1.0 if soon else max(1.0, slot * interval - clock.time())
-    job_id = f"{config.redis_prefix}-billing-{slot}"
+    # RQ takes only letters, digits, "_" and "-" in a job id; a prefix may hold ":"
+    job_id = re.sub(r"[^A-Za-z0-9_-]", "_", f"{config.redis_prefix}-billing-{slot}")
     Queue(queue_name(config, "cpu"), connection=redis).enqueue_in(
         dt.timedelta(seconds=delay), "jobs.billing.tick", job_id=job_id, result_ttl=600)
     return job_id

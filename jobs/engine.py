@@ -142,6 +142,12 @@ def serve_forever(make_worker, redis, *, with_scheduler=True, max_backoff=30.0) 
     import signal
 
     stopping = threading.Event()
+    # RQ registers the worker before it installs its own signal handlers: a SIGTERM in
+    # that window would kill the process with its registration left live (readiness would
+    # count it for minutes). This handler turns such a signal into a requested stop,
+    # which ``RoundRobinSimpleWorker._install_signal_handlers`` passes on to RQ.
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
     failures = 0
     while not stopping.is_set():
         started, worker = time.monotonic(), None
