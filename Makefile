@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: run test install install-test lint services bench bench-jobs bench-gen bench-failopen clean
+.PHONY: run test install install-test lint services bench bench-jobs bench-gen bench-failopen bench-workflow clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench-gen: install-test services
 ## make bench-failopen: request latency with Redis healthy, stopped, hanging; outbound timeouts
 bench-failopen: install-test services
 	$(BIN)/python bench/failopen_bench.py
+
+## make bench-workflow: project-run engine overhead per node vs the node functions called directly
+bench-workflow: install-test services
+	$(BIN)/python bench/workflow_bench.py
 
 lint:
 	$(BIN)/ruff check .

@@ -32,7 +32,7 @@ ASYNC_FIELDS = {
 }
 
 _TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean",
-          "array": "array"}
+          "array": "array", "object": "object"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +133,13 @@ class Action:
     batch_key: Callable | None = None
     perform_batch: Callable | None = None
     batch_fits: Callable | None = None
+    # async only: (composition, input, private) inside the debit's transaction, after the
+    # composition row is written; ``private`` holds the precheck's ``_``-keys (never
+    # stored in the composition's input), e.g. a priced plan to record with the job.
+    record: Callable | None = None
+    # precheck(input, service, account_id) instead of (input, service): the input names
+    # something the caller must be allowed to see (a project).
+    precheck_account: bool = False
 
     def json_schema(self) -> dict:
         props = {f.name: f.json_schema() for f in self.fields}
@@ -189,6 +196,9 @@ def _detail(error) -> dict:
 class Registry:
     def __init__(self):
         self._actions: dict[str, Action] = {}
+        # The workflow node catalogue (actions.workflow.types.NodeCatalogue) that
+        # run-project plans with and workers run nodes from; None: no workflows.
+        self.nodes = None
 
     def register(self, action: Action) -> Action:
         if action.name in self._actions:

@@ -68,20 +68,21 @@ class ActionService:
         base = self.price_of(action.name)
         return action.pricing(data, base, self) if action.pricing else base
 
-    def prepare(self, name, body):
+    def prepare(self, name, body, account_id=None):
         """Validate and precheck: the action and its normalized input, or INVALID_REQUEST."""
         action = self.registry.get(name)
         _check_input_encodable(body)
         data = action.validate(body)
         if action.precheck is not None:
-            data = action.precheck(data, self) or data
+            args = (data, self, account_id) if action.precheck_account else (data, self)
+            data = action.precheck(*args) or data
         if data.get("callback_url"):
             self.policy.check_url(data["callback_url"], field="callback_url")
         return action, data
 
     def estimate(self, caller, name, body) -> dict:
         """The price of an input, without running or charging anything."""
-        action, data = self.prepare(name, body)
+        action, data = self.prepare(name, body, caller.account_id)
         credits = self.quote(action, data)
         balance = ledger.balance(caller.account_id)
         return {"action": action.name, "credits": credits, "baseCredits": self.price_of(name),
@@ -99,7 +100,7 @@ class ActionService:
         } for a in self.registry]
 
     def run(self, caller, name, body, *, idempotency_key, request_id, method, path) -> Outcome:
-        action, data = self.prepare(name, body)
+        action, data = self.prepare(name, body, caller.account_id)
         key = idempotency_key
         if key is not None:
             idempotency.check_key(key)
@@ -172,6 +173,8 @@ class ActionService:
         """
         self._check_queue()
         callback_url = data.pop("callback_url", None)
+        # The precheck's private keys (e.g. a priced plan) go to ``record``, not the row.
+        private = {k: data.pop(k) for k in list(data) if k.startswith("_")}
         ttl = self.ttl_of(action)
         meta["ttl"] = ttl * 1000
         with write_transaction():
@@ -186,6 +189,8 @@ class ActionService:
                                  callback_url=callback_url, ttl_s=ttl,
                                  queue=action.queue_for(data) if action.queue_for
                                  else action.queue)
+            if action.record is not None:
+                action.record(comp, data, private)
             if claim is not None:
                 idempotency.complete(claim, 202, {"data": {}, "meta": meta,
                                                   "composition_uid": comp.uid},

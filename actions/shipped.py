@@ -10,16 +10,20 @@ from actions import (
     generate_image,
     generate_video,
     product_listing,
+    project_run,
 )
 from actions.registry import Registry
+from actions.workflow import nodes
 
 ACTIONS = (echo.ACTION, echo_async.ACTION, estimate_cost.ACTION, generate_image.ACTION,
-           generate_video.ACTION, product_listing.ACTION)
+           generate_video.ACTION, product_listing.ACTION, project_run.ACTION)
 
 
 def default_registry() -> Registry:
-    """A registry holding every shipped action (a test may build one of its own)."""
+    """A registry holding every shipped action and the workflow node catalogue (a test
+    may build one of its own)."""
     registry = Registry()
     for action in ACTIONS:
         registry.register(action)
+    registry.nodes = nodes.default_catalogue()
     return registry

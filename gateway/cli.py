@@ -152,6 +152,7 @@ def cmd_worker(config, args):
     from gateway.services import install_worker_runtime
     from jobs import engine
     from jobs import queues as qnames
+    from jobs.workflows import executor
 
     rt = install_worker_runtime(config)
     queues = [qnames.queue_name(config, q)
@@ -162,6 +163,7 @@ def cmd_worker(config, args):
         while True:
             try:
                 engine.reap()
+                executor.reap()  # project runs: lost nodes, runs past their ttl
                 if failing:
                     print("reaper: working again", file=sys.stderr)
                 failing = False

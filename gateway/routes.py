@@ -15,8 +15,11 @@ from gateway.resources import (
     ops,
     payments,
     posts,
+    project_runs,
+    projects,
     sessions,
     social,
+    workflows2,
 )
 
 
@@ -96,6 +99,27 @@ def route_table(deps) -> list[tuple[str, object]]:
         ("/getModels", aimg.Models(deps)),
         ("/getQueuesLength", aimg.QueuesLength(deps)),
         ("/getSamplePrompts", aimg.SamplePrompts()),
+        # Projects and project runs (seed 000; docs/PROJECTS.md); static paths before
+        # /api/project/runs/{run_id} (Falcon prefers them anyway)
+        ("/api/project/create", projects.ProjectCreate(deps)),
+        ("/api/project/update", projects.ProjectUpdate(deps)),
+        ("/api/project/get", projects.ProjectGet(deps)),
+        ("/api/project/delete", projects.ProjectDelete(deps)),
+        ("/api/project/list/mine", projects.ProjectListMine(deps)),
+        ("/api/project/list/trending", projects.ProjectListTrending(deps)),
+        ("/api/project/interact", projects.ProjectInteract(deps)),
+        ("/api/project/nodes", projects.ProjectNodes(deps)),
+        ("/api/project/runs/estimate", project_runs.RunEstimate(deps)),
+        ("/api/project/runs/run", project_runs.RunStart(deps)),
+        ("/api/project/runs/list", project_runs.RunList(deps)),
+        ("/api/project/runs/{run_id}", project_runs.RunItem(deps)),
+        ("/api/project/runs/{run_id}/events", project_runs.RunEvents(deps)),
+        ("/api/project/runs/{run_id}/cancel", project_runs.RunCancel(deps)),
+        ("/api/project/runs/{run_id}/retry", project_runs.RunRetry(deps)),
+        # Workflows (seed 003 AIMG API2) over projects (docs/PROJECTS.md)
+        ("/2/getAggregatedWorkflowTemplates", workflows2.AggregatedWorkflowTemplates()),
+        ("/2/enqueueWorkflow", workflows2.EnqueueWorkflow(deps)),
+        ("/2/getWorkflowStatus", workflows2.WorkflowStatus(deps)),
         # Payments (seed 000; docs/PAYMENTS.md)
         ("/api/paypal/create", payments.PayPalCreate(deps.payments)),
         ("/api/paypal/execute", payments.PayPalExecute(deps.payments)),

@@ -8,11 +8,29 @@ Append new migrations; never edit or renumber an applied one.
 from __future__ import annotations
 
 from jobs import models as job_models
+from jobs.workflows import models as workflow_models
 from metering import billing, giftcards, migrations
 from metering import models as metering_models
 from metering.payments import models as payment_models
 from oauth import models as oauth_models
 from oauth import provider_models, session_models, social_models
+
+
+def _projects(db):
+    """Create the project tables and add ``compositions.consumed`` where it is missing
+    (a database made before it existed); both steps are safe to run again."""
+    from peewee import SQL, BigIntegerField
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    db.create_tables(list(workflow_models.ALL_MODELS), safe=True)
+    table = job_models.Composition._meta.table_name
+    if "consumed" not in {c.name for c in db.get_columns(table)}:
+        migrator = SchemaMigrator.from_database(getattr(db, "obj", None) or db)
+        # NOT NULL DEFAULT 0 in one ALTER on both backends: no table rebuild on SQLite
+        # (which would drop the table that posts and runs reference)
+        column = BigIntegerField(default=0, constraints=[SQL("DEFAULT 0")])
+        migrate(migrator.add_column(table, "consumed", column, allow_not_null=True))
+
 
 MIGRATIONS = [
     # Accounts, keys, plans, prices, the credit ledger and idempotency records.
@@ -33,7 +51,10 @@ MIGRATIONS = [
     (7, "billing plans and memberships", migrations.create_tables(*billing.BILLING_MODELS)),
     # Gift card batches and their hashed codes (seed 003).
     (8, "gift cards", migrations.create_tables(*giftcards.GIFT_CARD_MODELS)),
+    # Projects and project runs (issue 11), and what a composition's parts used.
+    (9, "projects and project runs", _projects),
 ]
+
 
 
 def upgrade() -> list[int]:

@@ -11,6 +11,16 @@ from jobs.queues import cancel_flag
 
 R = Composition.RUNNING
 
+# What a ``perform`` returns when it hands its composition to someone else (the workflow
+# executor): the engine then neither concludes it nor notifies anyone; whoever took it
+# over ends it with ``engine.finish`` and ``engine.after_end``.
+class _Detached:
+    def __repr__(self):
+        return "DETACHED"
+
+
+DETACHED = _Detached()
+
 # How often a running job's checkpoints read the cancel flag from its row and write its
 # progress there; between, cancels arrive through a Redis flag and progress as events.
 CHECKPOINT_DB_S = 0.25

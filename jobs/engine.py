@@ -25,9 +25,9 @@ from rq.job import Job, JobStatus
 
 from core.errors import Conflict, InvalidRequest, NotFound
 from jobs import events, webhooks
-from jobs.context import Batch, JobContext
+from jobs.context import DETACHED, Batch, JobContext
 from jobs.interrupts import JobCancelled, JobExpired
-from jobs.models import Composition, Post
+from jobs.models import DETACHED_ACTIONS, Composition, Post
 from jobs.queues import cancel_flag, queue_name
 from jobs.runtime import current
 from metering import ledger
@@ -231,8 +231,11 @@ def finish(uid, status, *, now, code=None, message=None, outputs=None,
         if not updated:
             return False
         comp = Composition.get_by_id(uid)
-        if status != Composition.COMPLETED and comp.receipt:
-            refund, _ = ledger.refund(comp.receipt, reason=f"{uid} {status}: {code}")
+        # what its completed parts used stays spent (a project run's finished nodes)
+        unused = comp.credits - (comp.consumed or 0)
+        if status != Composition.COMPLETED and comp.receipt and unused > 0:
+            refund, _ = ledger.refund(comp.receipt, amount=unused,
+                                      reason=f"{uid} {status}: {code}")
             Composition.update(refund_receipt=refund.receipt).where(
                 Composition.uid == uid).execute()
     return True
@@ -240,14 +243,22 @@ def finish(uid, status, *, now, code=None, message=None, outputs=None,
 
 def cancel(account_id, uid, redis, prefix, *, now) -> Composition:
     """Cancel: a queued composition ends now (refunded); a running one is asked to stop
-    at its next checkpoint and is refunded if it stops before completing."""
+    at its next checkpoint and is refunded if it stops before completing.
+
+    A detached one (a project run) ends now from running too: its parts are separate jobs
+    that see the cancel flag (or the ended row) at their next checkpoint and discard
+    whatever they made, so nothing is left to wait for."""
     comp = get(account_id, uid)
     if comp.status in Composition.FINAL:
         raise Conflict(f"The composition already ended ({comp.status})")
+    detached = comp.action in DETACHED_ACTIONS
     if finish(uid, Composition.CANCELLED, now=now, code="CANCELLED",
-              message="Cancelled by the caller", from_states=(Q,)):
+              message="Cancelled by the caller", from_states=(Q, R) if detached else (Q,)):
         with contextlib.suppress(Exception):  # tidy only: the job would skip itself anyway
             Job.fetch(uid, connection=redis).cancel()
+        if detached:
+            with contextlib.suppress(Exception):  # running parts stop sooner; the row rules
+                redis.set(cancel_flag(prefix, uid), 1, ex=max(60, comp.ttl_s))
     else:
         Composition.update(cancel_requested=1).where(
             (Composition.uid == uid) & (Composition.status == R)).execute()
@@ -293,7 +304,7 @@ def run_composition(uid: str) -> str:
         if now > comp.deadline_at:
             finish(uid, Composition.FAILED, now=now, code="EXPIRED",
                    message="The composition waited in the queue past its ttl")
-            _after(uid, rt)
+            after_end(uid, rt)
             return "expired"
         action = _batch_action(comp, rt)
         if action is not None:
@@ -303,12 +314,14 @@ def run_composition(uid: str) -> str:
         try:
             action = rt.registry.get(comp.action)
             result = action.perform(JobContext(comp, rt), json.loads(comp.input))
+            if result is DETACHED:  # someone else (the workflow executor) ends it
+                return "detached"
             outcome = _conclude(comp, rt, result)
         except Exception as exc:  # the action failed: the caller gets a clear error and a refund
             outcome = _conclude(comp, rt, error=exc)
         finally:
             stop.set()
-        _after(uid, rt)
+        after_end(uid, rt)
         return outcome
 
 
@@ -422,7 +435,7 @@ def _run_batch(comps, action, rt) -> str:
         for stop in stops:
             stop.set()
     for comp in comps:
-        _after(comp.uid, rt)
+        after_end(comp.uid, rt)
     log.info("batch %s of %d: %s", batch.id, len(comps), ", ".join(outcomes))
     return outcomes[0] if len(comps) == 1 else f"batch {batch.id}: {', '.join(outcomes)}"
 
@@ -439,7 +452,7 @@ def _create_posts(comp, posts, now, ids):
             created_at=now, updated_at=now)
 
 
-def _after(uid, rt):
+def after_end(uid, rt):
     """Tell listeners, then hand notifications (webhooks, callback) to their own jobs."""
     comp = Composition.get_by_id(uid)
     events.publish(rt.redis, rt.config.redis_prefix, uid, comp.status, comp.progress)
@@ -472,13 +485,16 @@ def reap(now=None) -> int:
     lost_before = now - dt.timedelta(seconds=rt.heartbeat_s * 3)
     count = 0
     with connection():
+        # detached ones (project runs) beat only while a node runs: their own reaper
+        # (jobs.workflows.executor.reap) watches the nodes instead
         lost = Composition.select(Composition.uid).where(
-            (Composition.status == R) & (Composition.heartbeat_at < lost_before))
+            (Composition.status == R) & (Composition.heartbeat_at < lost_before)
+            & Composition.action.not_in(DETACHED_ACTIONS))
         for comp in lost:
             if finish(comp.uid, Composition.FAILED, now=now, code="WORKER_LOST",
                       message="The worker running this composition stopped", from_states=(R,)):
                 count += 1
-                _after(comp.uid, rt)
+                after_end(comp.uid, rt)
         expired = Composition.select(Composition.uid).where(
             (Composition.status == Q) & (Composition.deadline_at < now))
         for comp in expired:
@@ -486,7 +502,7 @@ def reap(now=None) -> int:
                       message="The composition waited in the queue past its ttl",
                       from_states=(Q,)):
                 count += 1
-                _after(comp.uid, rt)
+                after_end(comp.uid, rt)
         count += _requeue_lost(rt, now)
     return count
 

@@ -17,6 +17,10 @@ from peewee import (
 from core.clock import utcnow
 from metering.models import Account, BaseModel
 
+# Actions whose composition is run by parts on other jobs (``jobs.context.DETACHED``): the
+# engine's reaper leaves their heartbeat alone and a cancel ends them at once.
+DETACHED_ACTIONS = ("run-project",)
+
 
 class Composition(BaseModel):
     """One asynchronous action call: what was asked, what it cost, and how it ended.
@@ -40,6 +44,8 @@ class Composition(BaseModel):
     error = TextField(null=True)  # JSON {code, message}
     receipt = CharField(max_length=40, null=True)
     credits = BigIntegerField(default=0)
+    # credits spent by completed parts (a project run's nodes): kept when it fails
+    consumed = BigIntegerField(default=0)
     refund_receipt = CharField(max_length=40, null=True)
     callback_url = TextField(null=True)
     queue = CharField(max_length=32, default="cpu")

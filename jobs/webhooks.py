@@ -23,7 +23,7 @@ from rq import Queue
 from core.clock import utcnow
 from core.errors import InvalidRequest, NotFound
 from core.ids import new_id
-from jobs.models import Delivery, Hook, LowCreditState, WebhookSecret
+from jobs.models import DETACHED_ACTIONS, Delivery, Hook, LowCreditState, WebhookSecret
 from jobs.outbound import OutboundRefused, post_json
 from jobs.runtime import current
 from jobs.views import base_url, composition_json
@@ -33,7 +33,8 @@ from metering.models import Account
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("composition.completed", "composition.failed", "post.created", "credits.low")
+EVENTS = ("composition.completed", "composition.failed", "post.created", "credits.low",
+          "run.completed", "run.failed")
 # Seconds before each retry (Standard Webhooks' suggested schedule, about 27 hours in all).
 RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
 MAX_HOOKS_PER_ACCOUNT = 50
@@ -182,9 +183,23 @@ def composition_ended(comp, rt) -> None:
             emit(comp.account_id, "post.created", post_payload(post), rt.redis, rt.config)
     elif comp.status == Composition.FAILED:
         emit(comp.account_id, "composition.failed", payload, rt.redis, rt.config)
+    if comp.action in DETACHED_ACTIONS and comp.status != Composition.CANCELLED:
+        _run_ended(comp, rt)
     if comp.callback_url:
         emit(comp.account_id, f"composition.{comp.status}", payload, rt.redis, rt.config,
              target_url=comp.callback_url)
+
+
+def _run_ended(comp, rt) -> None:
+    """``run.completed`` / ``run.failed``: the composition and the project run record."""
+    from jobs.workflows import runs
+
+    run, nodes = runs.load(comp.uid)
+    if run is None:
+        return
+    payload = {**composition_payload(comp, rt.config),
+               "run": runs.run_json(comp, run, nodes, base_url(rt.config))}
+    emit(comp.account_id, f"run.{comp.status}", payload, rt.redis, rt.config)
 
 
 def composition_payload(comp, config) -> dict:

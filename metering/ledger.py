@@ -143,8 +143,11 @@ def grant(account_id, amount, *, reason="", kind=None, request_id=None) -> Ledge
                       request_id=request_id)
 
 
-def refund(receipt, *, reason="", request_id=None) -> tuple[LedgerEntry, bool]:
+def refund(receipt, *, amount=None, reason="", request_id=None) -> tuple[LedgerEntry, bool]:
     """Refund a debit once. Returns ``(refund_row, created)``; a second call returns the first row.
+
+    ``amount`` (default: all of it) refunds part of the debit, 0 < amount <= the debit:
+    what a project run's completed nodes used stays spent. Still one refund per debit.
 
     The unique index on ``refund_of`` settles races between processes: the loser's INSERT
     fails, its savepoint undoes its balance change, and it returns the winner's row.
@@ -156,9 +159,13 @@ def refund(receipt, *, reason="", request_id=None) -> tuple[LedgerEntry, bool]:
         existing = LedgerEntry.get_or_none(LedgerEntry.refund_of == receipt)
         if existing is not None:
             return existing, False
+        credits = -original.amount if amount is None else amount
+        if isinstance(credits, bool) or not isinstance(credits, int) \
+                or not 0 < credits <= -original.amount:
+            raise ValueError(f"a refund takes 1 to {-original.amount} credits, not {amount!r}")
         try:
             with database.atomic():
-                row = _apply(original.account_id, -original.amount, floor_check=False,
+                row = _apply(original.account_id, credits, floor_check=False,
                              kind="refund", action=original.action, reason=reason,
                              refund_of=receipt, request_id=request_id)
             return row, True

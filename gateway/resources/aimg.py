@@ -30,7 +30,7 @@ from jobs.gpu import prompts
 from jobs.models import Composition
 from jobs.queues import gpu_queue, queue_name
 
-MTYPES = {"generate-image": "image", "generate-video": "video"}
+MTYPES = {"generate-image": "image", "generate-video": "video", "run-project": "image"}
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 # --- OpenAPI schemas (seed 003 objects) ----------------------------------------------------

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
+from actions.registry import check_schema
 from core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from core.timefmt import iso
 from gateway.edge import strict_loads
@@ -241,3 +242,64 @@ def answer(req, resp, comp, config, redis, **meta):
         resp.set_header("Location", data["links"]["status"])
         resp.set_header("Retry-After", "2")
     ok(req, resp, {"composition": data, "links": data["links"]}, status, **meta)
+
+
+# --- seed routes: parameters in the body or the query string; page/limit lists -------------
+
+PAGE_QUERY = [
+    {"name": "page", "in": "query", "required": False,
+     "schema": {**int_schema(1, MAX_PAGE_NO), "default": 1}},
+    {"name": "limit", "in": "query", "required": False,
+     "schema": {**int_schema(1, MAX_LIMIT), "default": 20}},
+]
+
+
+def seed_params(req, schema: dict) -> dict:
+    """A seed route's parameters: the JSON body, with query parameters filling the fields
+    the body lacks (each read as its documented type: ``seed=5`` is 5, ``active=true`` is
+    true, ``variables={...}`` is JSON), then checked against ``schema`` as one 400."""
+    params = dict(json_body(req))
+    props = schema.get("properties", {})
+    for name, raw in req.params.items():
+        if name in props and name not in params:
+            params[name] = _query_value(raw, props[name])
+    check_schema(schema, params)
+    return params
+
+
+def _query_value(raw, prop):
+    kinds = prop.get("type", "string")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if isinstance(raw, list):
+        return raw if "array" in kinds else raw[-1]
+    if "integer" in kinds and ASCII_INT.fullmatch(raw):
+        return int(raw)
+    if "number" in kinds and re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", raw):
+        return float(raw)
+    if "boolean" in kinds and raw.strip().lower() in ("true", "false"):
+        return raw.strip().lower() == "true"
+    if "object" in kinds or "array" in kinds:
+        try:
+            return strict_loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return raw  # the schema check names the field
+    return raw
+
+
+def page_params(req) -> tuple[int, int]:
+    """``(page, limit)`` of a seed-style list: page from 1, limit 1-100 (default 20)."""
+    return (int_param(req, "page", 1, 1, MAX_PAGE_NO),
+            int_param(req, "limit", 20, 1, MAX_LIMIT))
+
+
+def page_answer(req, config, key, items, total, page, limit) -> dict:
+    """``{key: items, total, pages, page, limit, next}``; ``next`` is the full URL of the
+    next page, or null on the last one."""
+    pages = max(1, -(-total // limit))
+    nxt = None
+    if page < pages:
+        params = {k: v for k, v in req.params.items() if k != "page"}
+        params["page"] = page + 1
+        nxt = f"{base_url(req, config)}{req.path}?{urlencode(params, doseq=True)}"
+    return {key: items, "total": total, "pages": pages, "page": page, "limit": limit,
+            "next": nxt}

@@ -27,11 +27,13 @@ from gateway.resources.common import (
 from jobs import engine, events, queries
 from jobs.models import Composition
 from jobs.storage import content_type
+from jobs.workflows import executor
 from metering.concurrency import FULL
 
 STREAM_RETRY_AFTER = 5  # seconds: when a refused stream may try again
 STREAM_MAX_S = 3600  # a stream never outlives an hour
 KEEPALIVE_S = 15  # a comment line this often keeps proxies from closing an idle stream
+RUN_PROJECT = "run-project"  # cancelled through the workflow executor (nodes + settle)
 
 
 class CompositionList:
@@ -82,7 +84,8 @@ class CompositionItem:
 
 
 class CompositionCancel:
-    """Cancel: queued ends now with a refund; running stops at its next checkpoint."""
+    """Cancel: queued ends now with a refund; running stops at its next checkpoint (a
+    project run ends at once: its nodes stop, and what did not complete is refunded)."""
 
     scope = "actions:run"
 
@@ -92,8 +95,12 @@ class CompositionCancel:
         self.config, self.redis, self.clock = config, redis, clock
 
     def on_post(self, req, resp, uid):
-        comp = engine.cancel(req.context.caller.account_id, uid, self.redis,
-                             self.config.redis_prefix, now=self.clock.now())
+        account_id = req.context.caller.account_id
+        cancel = engine.cancel
+        if engine.get(account_id, uid).action == RUN_PROJECT:  # the executor settles it
+            cancel = executor.cancel
+        cancel(account_id, uid, self.redis, self.config.redis_prefix, now=self.clock.now())
+        comp = engine.get(account_id, uid)
         ok(req, resp, {"composition": composition_view(comp, req, self.config, self.redis)})
 
 

@@ -8,8 +8,12 @@ const { baseUrl, fetchCatalogue, findAction, pickMeta } = require('../lib/common
 const { buildBody, toZapierField } = require('../lib/fields');
 const snapshot = require('../catalogue.snapshot.json');
 
+// Actions with a create of their own (a richer form than the catalogue's fields can
+// describe): the generic create is not built for them, and their create's key is this.
+const DEDICATED = { 'run-project': 'run_project' }; // creates/run_project.js
+
 // Zapier keys: letters first, then letters, digits and underscores.
-const createKey = (name) => `run_${name.replace(/[^A-Za-z0-9]+/g, '_')}`;
+const createKey = (name) => DEDICATED[name] || `run_${name.replace(/[^A-Za-z0-9]+/g, '_')}`;
 
 // The longest a synchronous POST waits when no callback URL is available (Zapier gives
 // a step about 30 seconds).
@@ -81,8 +85,8 @@ const syncPerform = (name) => async (z, bundle) => {
 
 // Long actions: start the job without waiting and hand Zapier a callback URL; the gateway
 // POSTs the final composition there and Zapier resumes the step with performResume.
-const asyncPerform = (name) => async (z, bundle) => {
-  const body = await bodyFor(z, name, bundle.inputData);
+// `body` is the action's JSON body, already typed (a dedicated create builds its own).
+const startAsync = async (z, name, body) => {
   const callbackUrl = z.generateCallbackUrl ? z.generateCallbackUrl() : null;
   if (callbackUrl) {
     body.callback_url = callbackUrl;
@@ -97,6 +101,9 @@ const asyncPerform = (name) => async (z, bundle) => {
   const out = { ...withId(composition), meta: pickMeta(response.meta) };
   return callbackUrl ? out : finalResult(z, composition, out);
 };
+
+const asyncPerform = (name) => async (z, bundle) =>
+  startAsync(z, name, await bodyFor(z, name, bundle.inputData));
 
 const performResume = async (z, bundle) => {
   const composition = compositionFrom(bundle.cleanedRequest);
@@ -151,13 +158,16 @@ const makeCreate = (action) => {
   return create;
 };
 
-const creates = snapshot.actions.map(makeCreate);
+const creates = snapshot.actions.filter((a) => !DEDICATED[a.name]).map(makeCreate);
 
 module.exports = {
   compositionFrom,
   createKey,
   creates,
+  DEDICATED,
   makeCreate,
   performResume,
   SAMPLE_COMPOSITION,
+  startAsync,
+  withId,
 };

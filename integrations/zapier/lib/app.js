@@ -7,8 +7,11 @@ const zapier = require('zapier-platform-core');
 const authentication = require('./authentication');
 const { addAuthHeader, handleEnvelope } = require('./common');
 const { creates } = require('../creates/action');
+const runProject = require('../creates/run_project');
 const hooks = require('../triggers/composition_hooks');
 const newPost = require('../triggers/new_post');
+const projectList = require('../triggers/project_list');
+const projectRunFinished = require('../triggers/project_run_finished');
 const receipt = require('../searches/receipt');
 
 const AUTH_TYPES = ['oauth2', 'api_key'];
@@ -31,9 +34,10 @@ const buildApp = ({ authType = 'oauth2' } = {}) => {
     authentication: authType === 'api_key' ? authentication.apiKey : authentication.oauth2,
     beforeRequest: [addAuthHeader(authType)],
     afterResponse: [handleEnvelope(authType)],
-    triggers: byKey([newPost, hooks.completed, hooks.failed].map(stripHelpers)),
+    triggers: byKey([newPost, hooks.completed, hooks.failed, projectList, projectRunFinished]
+      .map(stripHelpers)),
     searches: byKey([stripHelpers(receipt)]),
-    creates: byKey(creates),
+    creates: byKey([...creates, stripHelpers(runProject)]),
   };
 };
 

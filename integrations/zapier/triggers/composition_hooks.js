@@ -55,9 +55,32 @@ const listCompleted = async (z) => {
   return items;
 };
 
-const makeHook = (event, key, label, description, performList) => ({
+// GET /zapier/v1/compositions (newest first; `status` and `action` filters) as trigger
+// items, labelled with the event they stand in for.
+const listCompositions = async (z, event, params) => {
+  const response = await z.request({
+    url: `${baseUrl()}/zapier/v1/compositions`,
+    method: 'GET',
+    params: { limit: 50, ...params },
+  });
+  const items = (response.data && response.data.items) || [];
+  return items.map((c) => ({ ...c, id: c.id || c.uid, event }));
+};
+
+const COMPOSITION_OUTPUT_FIELDS = [
+  { key: 'id', label: 'Composition UID' },
+  { key: 'status', label: 'Status' },
+  { key: 'action', label: 'Action' },
+  { key: 'outputs[]url', label: 'Output URLs' },
+  { key: 'txnReceipt', label: 'Receipt' },
+  { key: 'refundReceipt', label: 'Refund Receipt' },
+];
+
+// A REST-hook trigger on one gateway event whose deliveries carry a composition.
+// `options` may set the noun, sample and output fields (defaults: a composition's).
+const makeHook = (event, key, label, description, performList, options = {}) => ({
   key,
-  noun: 'Composition',
+  noun: options.noun || 'Composition',
   display: { label, description },
   operation: {
     type: 'hook',
@@ -65,7 +88,7 @@ const makeHook = (event, key, label, description, performList) => ({
     performUnsubscribe: (z, bundle) => unsubscribe(z, bundle),
     perform: (z, bundle) => perform(z, bundle),
     performList,
-    sample: {
+    sample: options.sample || {
       ...SAMPLE_COMPOSITION,
       event,
       ...(event === 'composition.failed'
@@ -75,14 +98,7 @@ const makeHook = (event, key, label, description, performList) => ({
         }
         : {}),
     },
-    outputFields: [
-      { key: 'id', label: 'Composition UID' },
-      { key: 'status', label: 'Status' },
-      { key: 'action', label: 'Action' },
-      { key: 'outputs[]url', label: 'Output URLs' },
-      { key: 'txnReceipt', label: 'Receipt' },
-      { key: 'refundReceipt', label: 'Refund Receipt' },
-    ],
+    outputFields: options.outputFields || COMPOSITION_OUTPUT_FIELDS,
   },
 });
 
@@ -91,5 +107,7 @@ module.exports = {
     'Triggers when an asynchronous action (e.g. a product listing) completes.', listCompleted),
   failed: makeHook('composition.failed', 'composition_failed', 'Composition Failed',
     'Triggers when an asynchronous action fails (its credits are refunded).', async () => []),
+  listCompositions,
+  makeHook,
   toItem,
 };
