@@ -137,7 +137,7 @@ def direct_runs(url, runs):
 def engine_runs(port, key, pg_url, pid, runs, timeout):
     """(a): sequential runs through the full path; ms per run (server timestamps)."""
     headers = {"Authorization": f"Bearer {key}"}
-    times, post_ms, failures = [], [], []
+    times, post_ms, failures, legs = [], [], [], []
     conn = psycopg2.connect(pg_url)
     conn.autocommit = True
     try:
@@ -165,9 +165,28 @@ def engine_runs(port, key, pg_url, pid, runs, timeout):
                 failures.append(f"{uid} {row[0]} {row[2]}")
             elif i >= 2:  # two warm-up runs, not counted
                 times.append(float(row[1]) * 1000)
+                legs.append(node_legs(conn, uid))
     finally:
         conn.close()
-    return times, post_ms[2:], failures
+    return times, post_ms[2:], failures, legs
+
+
+def node_legs(conn, uid):
+    """Where one run's time went, from its rows: the start (composition created ->
+    first node started), per node the dispatch gap (upstream finished -> started) and the
+    time inside the node job (started -> finished, storage and bookkeeping included)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT created_at, started_at FROM composition WHERE uid = %s", (uid,))
+        created, comp_started = cur.fetchone()
+        cur.execute("SELECT started_at, finished_at FROM node_run WHERE run_id = %s AND "
+                    "started_at IS NOT NULL ORDER BY position", (uid,))
+        rows = cur.fetchall()
+    gaps = [(b[0] - a[1]).total_seconds() * 1000 for a, b in zip(rows, rows[1:], strict=False)]
+    inside = [(f - s).total_seconds() * 1000 for s, f in rows]
+    return {"start": (rows[0][0] - created).total_seconds() * 1000 if rows else 0.0,
+            "claim": (comp_started - created).total_seconds() * 1000 if comp_started else 0.0,
+            "gap": sum(gaps) / len(gaps) if gaps else 0.0,
+            "inside": sum(inside) / len(inside) if inside else 0.0}
 
 
 def parse_args(argv=None):
@@ -220,8 +239,9 @@ def main(argv=None):
         print(f"database {db_name}, prefix {prefix}, {args.workers} worker(s), logs in "
               f"{tmpdir}", flush=True)
         direct = direct_runs(host.url, args.runs)
-        full, post, failures = engine_runs(port, key, pg_url, pid, args.runs, args.timeout)
-        report(args, direct, full, post, failures)
+        full, post, failures, legs = engine_runs(port, key, pg_url, pid, args.runs,
+                                                 args.timeout)
+        report(args, direct, full, post, failures, legs)
         return 0 if not failures and len(full) == args.runs else 1
     finally:
         host.close()
@@ -235,7 +255,7 @@ def main(argv=None):
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def report(args, direct, full, post, failures):
+def report(args, direct, full, post, failures, legs):
     d50, f50 = pct(direct, 50), pct(full, 50)
     print()
     print(f"== workflow engine overhead, {NODES}-node CPU chain "
@@ -251,6 +271,12 @@ def report(args, direct, full, post, failures):
     per_node = (f50 - d50) / NODES
     print(f"engine overhead per node at p50: {per_node:.2f} ms (target < 10 ms); "
           f"ratio a/b {f50 / d50 if d50 else float('nan'):.1f}x")
+    if legs:
+        def leg(name):
+            return pct([x[name] for x in legs], 50)
+        print(f"legs of (a) at p50: created -> start job running {leg('claim'):.2f} ms, "
+              f"created -> first node running {leg('start'):.2f} ms; per node: dispatch "
+              f"gap {leg('gap'):.2f} ms, inside the node job {leg('inside'):.2f} ms")
     if failures:
         print("FAILED runs:", *failures[:5], sep="\n  ")
 

@@ -159,16 +159,23 @@ def start_run(config, account, plan, *, clock=SYSTEM, ttl_s=600):
     return comp.uid, project.id
 
 
+def elsewhere(plan):
+    """The plan with its first node on a queue of its own: the start job (on cpu) then
+    enqueues it instead of running a lone first node itself."""
+    plan["nodes"][0]["queue"] = "other"
+    return plan
+
+
 def current_redis(config):
     import redis
 
     return redis.Redis.from_url(config.redis_url)
 
 
-def work(config, *, clock=SYSTEM, max_jobs=None):
-    """Real RQ burst work on the cpu queue with the test's registry installed."""
+def work(config, *, clock=SYSTEM, max_jobs=None, queues=("cpu",)):
+    """Real RQ burst work on ``queues`` with the test's registry installed."""
     rt = install_worker_runtime(config, clock=clock, registry=REGISTRY)
-    SimpleWorker([f"{config.redis_prefix}:cpu"], connection=rt.redis).work(
+    SimpleWorker([f"{config.redis_prefix}:{q}" for q in queues], connection=rt.redis).work(
         burst=True, max_jobs=max_jobs)
     return rt
 
@@ -361,6 +368,8 @@ def test_cancel_between_nodes_and_inside_a_running_node(config, account):
     plan = plan_of(("p", "paint", 2, {"width": 4, "height": 4}),
                    ("m", "measure", 1, {"image": link("p", "image")}),
                    ("o", "output", 0, {"value": link("m", "width")}))
+    # m on a queue of its own: p's job would otherwise run m itself, next in its chain
+    plan["nodes"][1]["queue"] = "other"
     uid, _ = start_run(config, account, plan)
     rt = work(config, max_jobs=2)  # the run's start and node p
     with connection():
@@ -368,7 +377,7 @@ def test_cancel_between_nodes_and_inside_a_running_node(config, account):
         assert comp.status == "cancelled"
         with pytest.raises(Conflict):
             executor.cancel(account, uid, rt.redis, config.redis_prefix, now=SYSTEM.now())
-    work(config)  # m's job finds its node cancelled
+    work(config, queues=("cpu", "other"))  # m's job finds its node cancelled
     comp, nodes, events = state(uid)
     assert {k: n.status for k, n in nodes.items()} == {"p": "completed", "m": "cancelled",
                                                        "o": "skipped"}
@@ -407,15 +416,15 @@ def test_reaper_fails_a_node_whose_worker_stopped_and_a_run_past_its_ttl(config,
     assert comp.consumed == 2 and refunds(account)[-1][1] == 5 and balance(account) == 98
     assert [e for e, _ in events].count("run.failed") == 1
 
-    uid, _ = start_run(config, account, plan_of(
+    uid, _ = start_run(config, account, elsewhere(plan_of(
         ("p", "paint", 2, {"width": 4, "height": 4}),
-        ("o", "output", 0, {"value": link("p", "image")})), clock=clock, ttl_s=60)
-    work(config, clock=clock, max_jobs=1)  # started; p waits in the queue
+        ("o", "output", 0, {"value": link("p", "image")}))), clock=clock, ttl_s=60)
+    work(config, clock=clock)  # started; p waits on its queue
     clock.advance(61)
     with connection():
         assert engine.reap() == 0  # the engine's reaper leaves detached runs alone
         assert executor.reap() == 1
-    work(config, clock=clock)
+    work(config, clock=clock, queues=("cpu", "other"))
     comp, nodes, events = state(uid)
     assert comp.status == "failed" and json.loads(comp.error)["code"] == "TIMEOUT"
     assert nodes["p"].status == "cancelled" and comp.consumed == 0
@@ -439,15 +448,15 @@ def test_reaper_fails_a_node_whose_worker_stopped_and_a_run_past_its_ttl(config,
 def test_reaper_puts_back_a_node_whose_job_redis_lost(config, account):
     from rq.job import Job
 
-    uid, _ = start_run(config, account, plan_of(
+    uid, _ = start_run(config, account, elsewhere(plan_of(
         ("p", "paint", 2, {"width": 4, "height": 4}),
-        ("o", "output", 0, {"value": link("p", "image")})))
-    rt = work(config, max_jobs=1)  # started: p is queued
+        ("o", "output", 0, {"value": link("p", "image")}))))
+    rt = work(config)  # started: p is queued on its own queue
     Job.fetch(f"{uid}-p", connection=rt.redis).delete()  # as a Redis restart loses it
     with connection():
         assert executor.reap() == 1
         assert executor.reap() == 0  # put back once
-    work(config)
+    work(config, queues=("cpu", "other"))
     comp, nodes, _ = state(uid)
     assert comp.status == "completed" and nodes["p"].status == "completed"
     assert balance(account) == 98 and refunds(account) == []

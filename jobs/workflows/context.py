@@ -20,7 +20,7 @@ class NodeContext:
     """The services and ids a node's ``run`` may use; ``on_progress(value, maximum,
     percent)`` (the executor's) records and announces a changed, throttled progress."""
 
-    def __init__(self, comp, node_id, seed, rt, on_progress=None):
+    def __init__(self, comp, node_id, seed, rt, on_progress=None, row_read_at=None):
         self.run_uid = self.uid = comp.uid
         self.node_id = node_id
         self.account_id = comp.account_id
@@ -33,7 +33,9 @@ class NodeContext:
         self._rt = rt
         self._clock = rt.clock
         self._on_progress = on_progress
-        self._last_db = -CHECKPOINT_DB_S  # the first checkpoint reads the row
+        # the first checkpoint reads the row, unless the caller just read it (monotonic
+        # time ``row_read_at``): a trivial node then costs no extra query
+        self._last_db = -CHECKPOINT_DB_S if row_read_at is None else row_read_at
         self._last_told = -PROGRESS_EVERY_S
         self._last_value = None
 

@@ -90,8 +90,13 @@ def _publish(rt, run_uid, status, progress) -> None:
 
 def _overall(run_uid) -> int:
     """(100 x done + the running nodes' progress) / the nodes the plan runs (100: none)."""
-    rows = list(N.select(N.status, N.progress).where(
+    return _overall_of(N.select(N.status, N.progress).where(
         (N.run == run_uid) & N.status.not_in((N.CACHED, N.SKIPPED))))
+
+
+def _overall_of(nodes) -> int:
+    """``_overall`` of node rows already read (the completion transaction has them all)."""
+    rows = [n for n in nodes if n.status not in (N.CACHED, N.SKIPPED)]
     if not rows:
         return 100
     total = sum(100 if r.status == N.COMPLETED else r.progress if r.status == N.RUNNING
@@ -143,13 +148,14 @@ def _is_link(value) -> bool:
     return isinstance(value, dict) and "node" in value and "output" in value
 
 
-def _advance(comp, rt, now):
+def _advance(comp, rt, now, rows=None):
     """Inside the caller's transaction: claim the nodes whose inputs are all there
     (pending -> queued; output nodes complete at once, they only pass a value on).
+    ``rows``: the run's node rows, read in this transaction (updated in place).
 
     Returns ``(nodes to enqueue after the commit, whether every needed node is done)``."""
     steps = runs.steps_of(comp)
-    nodes = {n.node: n for n in runs.nodes_of(comp.uid)}
+    nodes = {n.node: n for n in (rows if rows is not None else runs.nodes_of(comp.uid))}
     ready = []
     for node in sorted(nodes.values(), key=lambda n: (n.position, n.id)):
         if node.status != N.PENDING:
@@ -181,7 +187,7 @@ def _complete_output(comp, node, step, nodes, now) -> None:
         node.status, node.outputs = N.COMPLETED, json.dumps(outputs)
         _event(comp.uid, "node.completed", {"node": node.node, "type": node.type,
                                             "outputs": outputs, "duration_ms": 0},
-               _overall(comp.uid), now)
+               _overall_of(nodes.values()), now)
 
 
 def run_outputs(comp, nodes, rt=None) -> list[dict]:
@@ -215,10 +221,10 @@ def _dispatch(comp, nodes, rt, now) -> None:
             log.exception("could not enqueue node %s of %s", node.node, comp.uid)
 
 
-def _finish_completed(comp, rt, now) -> bool:
-    comp = Composition.get_by_id(comp.uid)
+def _finish_completed(comp, rt, now, rows=None) -> bool:
     return engine.finish(comp.uid, Composition.COMPLETED, now=now,
-                         outputs=run_outputs(comp, runs.nodes_of(comp.uid), rt),
+                         outputs=run_outputs(comp, rows if rows is not None
+                                             else runs.nodes_of(comp.uid), rt),
                          from_states=(R,))
 
 
@@ -254,17 +260,50 @@ def start(run_uid: str):
                     _event(run_uid, "node.cached", {"node": n.node, "type": n.type,
                                                     "outputs": json.loads(n.outputs or "{}")},
                            progress, now)
-            ready, finished = _advance(comp, rt, now)
-            _set_progress(run_uid, _overall(run_uid))
-            finished = finished and _finish_completed(comp, rt, now)
+            ready, finished = _advance(comp, rt, now, nodes)
+            progress = _overall_of(nodes)
+            _set_progress(run_uid, progress)
+            finished = finished and _finish_completed(comp, rt, now, nodes)
     if not alive:
         settle(run_uid)
-    _dispatch(comp, ready, rt, now)
+    # Several ready nodes all go on their queues, so free workers take independent
+    # branches at once; a lone first node on this job's queue runs right here (a chain
+    # costs no RQ hop per node: see ``_chain``).
+    inline = ready[0] if len(ready) == 1 and ready[0].queue == comp.queue else None
+    _dispatch(comp, [n for n in ready if n is not inline], rt, now)
     if finished:
         _ended(run_uid, rt)
-    else:
-        _publish(rt, run_uid, R, Composition.get_by_id(run_uid).progress)
+        return DETACHED
+    _publish(rt, run_uid, R, min(99, progress) if alive else 0)
+    if inline is not None:
+        _chain(run_uid, inline.node, rt)
     return DETACHED
+
+
+def _next_here(ready, queue):
+    """The ready node this job runs next itself (the first on its own queue, which this
+    worker serves): a chain of nodes costs one RQ job, not one per node; the others are
+    enqueued, so free workers run independent branches in parallel."""
+    return next((n for n in ready if n.queue == queue), None)
+
+
+class _Carry:
+    """What one node of a chain hands the next one run in the same job: the composition,
+    the run's node rows and its variables as the completion transaction read them, so
+    the next node does not read them again."""
+
+    def __init__(self, comp=None, node=None, rows=None):
+        self.comp, self.node, self.rows, self.variables = comp, node, rows, None
+
+
+def _chain(run_uid, node_id, rt) -> str:
+    """Run ``node_id`` (claimed: queued) and, while each node makes one ready on this
+    queue, that one too. Should this process die, the reaper sees the running node's
+    heartbeat stop (or puts a queued one without an RQ job back on its queue)."""
+    outcome, carry = "skipped", _Carry()
+    while node_id is not None:
+        outcome, node_id = _run_one(run_uid, node_id, rt, carry)
+    return outcome
 
 
 # --- one node -----------------------------------------------------------------------------
@@ -299,40 +338,58 @@ def _start_heartbeat(node, rt) -> threading.Event:
 
 
 def run_node(run_uid: str, node_id: str) -> str:
-    """The RQ task of one node. Safe to run twice: only the job that claims it runs it."""
+    """The RQ task of one node (then of the nodes it makes ready on its own queue: see
+    ``_chain``). Safe to run twice: only the job that claims a node runs it."""
     rt = current()
     with connection():
-        now = rt.clock.now()
-        if not _claim(run_uid, node_id, now):
-            return "skipped"
+        return _chain(run_uid, node_id, rt)
+
+
+def _run_one(run_uid, node_id, rt, carry) -> tuple[str, str | None]:
+    """Claim and run one node; ``(outcome, the next node to run here or None)``. A node
+    ``carry`` names was made ready by the previous node's commit: its composition (then
+    running) and row come from there; a cancel since is caught at the checkpoint and
+    at the completion, which both read the row."""
+    now = rt.clock.now()
+    if not _claim(run_uid, node_id, now):
+        return "skipped", None
+    if carry.node is not None and carry.node.node == node_id:
+        comp, node = carry.comp, carry.node
+    else:
         comp = Composition.get_by_id(run_uid)
         node = N.get((N.run == run_uid) & (N.node == node_id))
-        if comp.status != R:  # the run ended while this waited: discard
-            settle(run_uid)
-            return "discarded"
-        if now > comp.deadline_at:
-            return _fail(run_uid, node, rt, "TIMEOUT", "The run went past its ttl")
-        _event(run_uid, "node.started", {"node": node_id, "type": node.type},
-               _overall(run_uid), now)
-        _publish(rt, run_uid, R, comp.progress)
-        stop = _start_heartbeat(node, rt)
-        started = rt.clock.monotonic()
-        try:
-            outputs = _execute(comp, node, rt)
-        except JobCancelled:  # the run ended (cancelled): its nodes are settled
-            stop.set()
-            settle(run_uid)
-            return "cancelled"
-        except JobExpired:
-            stop.set()
-            return _fail(run_uid, node, rt, "TIMEOUT", "The run went past its ttl")
-        except Exception as exc:
-            stop.set()
-            code, message = _error_of(exc, run_uid, node)
-            return _fail(run_uid, node, rt, code, message)
-        finally:
-            stop.set()
-        return _complete(comp, node, outputs, rt, int((rt.clock.monotonic() - started) * 1000))
+        carry.rows = None
+    if comp.status != R:  # the run ended while this waited: discard
+        settle(run_uid)
+        return "discarded", None
+    if now > comp.deadline_at:
+        return _fail(run_uid, node, rt, "TIMEOUT", "The run went past its ttl"), None
+    # a node starting at 0 leaves the run's progress where it is
+    _event(run_uid, "node.started", {"node": node_id, "type": node.type}, comp.progress, now)
+    _publish(rt, run_uid, R, comp.progress)
+    return _run_started(comp, node, rt, carry)
+
+
+def _run_started(comp, node, rt, carry) -> tuple[str, str | None]:
+    """Run a claimed node under a heartbeat; its end (completed, failed, discarded)."""
+    run_uid = comp.uid
+    stop = _start_heartbeat(node, rt)
+    started = rt.clock.monotonic()
+    try:
+        outputs = _execute(comp, node, rt, carry, read_at=started)
+    except JobCancelled:  # the run ended (cancelled): its nodes are settled
+        settle(run_uid)
+        return "cancelled", None
+    except JobExpired:
+        return _fail(run_uid, node, rt, "TIMEOUT", "The run went past its ttl"), None
+    except Exception as exc:
+        stop.set()
+        code, message = _error_of(exc, run_uid, node)
+        return _fail(run_uid, node, rt, code, message), None
+    finally:
+        stop.set()
+    return _complete(comp, node, outputs, rt, int((rt.clock.monotonic() - started) * 1000),
+                     carry)
 
 
 def _error_of(exc, run_uid, node) -> tuple[str, str]:
@@ -347,16 +404,18 @@ def _error_of(exc, run_uid, node) -> tuple[str, str]:
     return "NODE_FAILED", f"Node {node.node} ({node.type}) failed"
 
 
-def _execute(comp, node, rt) -> dict:
-    """Decode the node's inputs, run it, store what it made; its ``{output: ref}``."""
+def _execute(comp, node, rt, carry, read_at=None) -> dict:
+    """Decode the node's inputs, run it, store what it made; its ``{output: ref}``.
+    ``read_at``: when the composition row was read (monotonic), for the first checkpoint."""
     node_type = _node_type(rt, node.type)
     if node_type is None:
         raise NodeUnavailable(f"Node type {node.type} is not known to this worker")
     step = runs.steps_of(comp).get(node.node) or {}
-    inputs = _decode_inputs(comp, step, rt)
+    inputs = _decode_inputs(comp, step, rt, carry)
     ctx = NodeContext(comp, node.node, step.get("seed"), rt,
                       on_progress=lambda value, maximum, percent: _node_progress(
-                          comp.uid, node, rt, value, maximum, percent))
+                          comp.uid, node, rt, value, maximum, percent),
+                      row_read_at=read_at)
     ctx.check()  # before any work: a run cancelled meanwhile stops here
     result = node_type.run(ctx, inputs) or {}
     declared = {o.name: o.type for o in node_type.outputs}
@@ -364,10 +423,11 @@ def _execute(comp, node, rt) -> dict:
             for name, value in result.items() if name in declared and value is not None}
 
 
-def _complete(comp, node, outputs, rt, duration_ms) -> str:
+def _complete(comp, node, outputs, rt, duration_ms, carry) -> tuple[str, str | None]:
     """ONE transaction, the composition row locked first: consumed += the node's credits,
     the node completed, its cache row, its event, the nodes now ready, and the run's
-    completion when nothing is left."""
+    completion when nothing is left. Returns the outcome and the ready node this job
+    runs next (``_next_here``); the other ready nodes are enqueued."""
     now = rt.clock.now()
     ready, finished = [], False
     try:
@@ -380,22 +440,29 @@ def _complete(comp, node, outputs, rt, duration_ms) -> str:
                                                    & (N.status == N.RUNNING)).execute():
                 raise _Lost()
             _remember(comp, node, outputs, rt, now)
+            rows = runs.nodes_of(comp.uid)  # read after the lock: every node's latest state
             _event(comp.uid, "node.completed", {"node": node.node, "type": node.type,
                                                 "outputs": outputs,
                                                 "duration_ms": duration_ms},
-                   _overall(comp.uid), now)
-            ready, finished = _advance(comp, rt, now)
-            _set_progress(comp.uid, _overall(comp.uid))
-            finished = finished and _finish_completed(comp, rt, now)
+                   _overall_of(rows), now)
+            ready, finished = _advance(comp, rt, now, rows)
+            progress = _overall_of(rows)
+            _set_progress(comp.uid, progress)
+            finished = finished and _finish_completed(comp, rt, now, rows)
     except _Lost:
         settle(comp.uid)
-        return "discarded"
-    _dispatch(comp, ready, rt, now)
+        return "discarded", None
+    inline = None if finished else _next_here(ready, node.queue)
+    _dispatch(comp, [n for n in ready if n is not inline], rt, now)
     if finished:
         _ended(comp.uid, rt)
-        return "completed run"
-    _publish(rt, comp.uid, R, Composition.get_by_id(comp.uid).progress)
-    return "completed"
+        return "completed run", None
+    _publish(rt, comp.uid, R, min(99, progress))
+    if inline is None:
+        return "completed", None
+    comp.progress = max(comp.progress, min(99, progress))
+    carry.comp, carry.node, carry.rows = comp, inline, rows
+    return "completed", inline.node
 
 
 def _remember(comp, node, outputs, rt, now) -> None:
@@ -435,8 +502,10 @@ def _fail(run_uid, node, rt, code, message, now=None) -> str:
 # --- values -------------------------------------------------------------------------------
 
 
-def _decode_inputs(comp, step, rt) -> dict:
-    nodes = {n.node: n for n in runs.nodes_of(comp.uid)}
+def _decode_inputs(comp, step, rt, carry) -> dict:
+    links = [v for v in (step.get("inputs") or {}).values() if _is_link(v)]
+    rows = carry.rows if carry.rows is not None or not links else runs.nodes_of(comp.uid)
+    nodes = {n.node: n for n in rows or ()}
     out = {}
     for name, value in (step.get("inputs") or {}).items():
         if _is_link(value):
@@ -445,8 +514,9 @@ def _decode_inputs(comp, step, rt) -> dict:
             out[name] = _decode(ref, rt)
         else:
             out[name] = value
-    run = ProjectRun.get_by_id(comp.uid)
-    out["__variables__"] = json.loads(run.variables or "{}")
+    if carry.variables is None:  # the run's variables never change: read once per job
+        carry.variables = json.loads(ProjectRun.get_by_id(comp.uid).variables or "{}")
+    out["__variables__"] = carry.variables
     return out
 
 
