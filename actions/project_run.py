@@ -19,6 +19,7 @@ from actions.registry import Action, Field
 from actions.workflow import graph
 from core.errors import InvalidRequest, NotFound
 from jobs.context import JobContext
+from jobs.outbound import OutboundRefused
 from jobs.workflows import executor, projects, runs
 
 NAME = "run-project"
@@ -68,8 +69,32 @@ def precheck(data, service, account_id):
         graph_doc, name = projects.decoded(project, "graph"), project.name
     plan = make_plan(data, service, account_id, graph_doc)
     data["_plan"] = plan.to_dict()
+    check_urls(data["_plan"], service)
     data["_project"] = {"id": data["project_id"], "name": name}
     return data
+
+
+def check_urls(plan, service) -> None:
+    """Refuse, before anything is charged, a URL a node that will run would fetch and the
+    outbound rule forbids (private, loopback, unresolvable): every such node in one 400."""
+    problems = []
+    for node in plan["nodes"]:
+        node_type = service.registry.nodes.find(node["type"])
+        if node["status"] != "pending" or node_type is None:
+            continue
+        for spec in node_type.inputs:
+            if not spec.url or not isinstance(node["inputs"].get(spec.name), str):
+                continue
+            field = f"nodes.{node['id']}.inputs.{spec.name}"
+            try:
+                service.policy.check_url(node["inputs"][spec.name], field=field)
+            except OutboundRefused as exc:
+                problems.append({"field": field, "node": node["id"], "input": spec.name,
+                                 "type": "url_not_allowed",
+                                 "problem": exc.details[0]["problem"]})
+    if problems:
+        raise InvalidRequest("; ".join(f"{p['field']}: {p['problem']}" for p in problems),
+                             details=problems)
 
 
 def pricing(data, base, service) -> int:

@@ -309,6 +309,24 @@ def test_run_time_variable_errors_charge_nothing(gclient, gen_account, images):
     assert runs_of(account) == 0
 
 
+def test_a_private_address_to_fetch_is_refused_before_any_charge(gclient, gen_account):
+    account, key = gen_account(100)
+    nodes = [{"id": "img", "type": "load_image", "inputs": {"url": {"variable": "url"}}},
+             {"id": "out", "type": "output", "inputs": {"value": {"node": "img",
+                                                                  "output": "image"}}}]
+    pid = create_project(gclient, key, nodes, [{"name": "url", "type": "image",
+                                                "default": "http://10.1.2.3/a.png"}])
+    for path in ("/zapier/v1/run-project", "/api/project/runs/estimate",
+                 "/api/project/runs/run"):
+        resp = gclient.simulate_post(path, headers=bearer(key), json={"project_id": pid})
+        assert resp.status_code == 400, (path, resp.text)
+        (detail,) = resp.json["error"]["details"]
+        assert detail["type"] == "url_not_allowed" and detail["node"] == "img"
+        assert "not a public address" in detail["problem"]
+    assert ledger_sum(account) == (100, 100)
+    assert runs_of(account) == 0
+
+
 # --- failure, cancel, a killed worker, retry ---------------------------------------------------
 
 

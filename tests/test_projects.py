@@ -209,7 +209,7 @@ def test_run_list_record_cancel_events_and_retry_without_a_worker(client, make_a
     """The run routes over a queued run (no worker needed): listed, read, cancelled with
     its one refund, its event log replayed, retried from the start."""
     account, key = make_account(credits=10)
-    nodes = [{"id": "img", "type": "load_image", "inputs": {"url": "http://example.com/a.png"}},
+    nodes = [{"id": "img", "type": "load_image", "inputs": {"url": "http://93.184.216.34/a.png"}},
              {"id": "out", "type": "output", "inputs": {"value": {"node": "img",
                                                                   "output": "image"}}}]
     pid = create(client, key, node_data=nodes, manual_data=[])["project_id"]

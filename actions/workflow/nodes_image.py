@@ -183,7 +183,7 @@ LOAD_IMAGE = NodeType(
     name="load_image", title="Load image",
     description="Fetches an image from a public http(s) URL (JPEG, PNG, WebP or GIF, at "
                 "most 15 MiB and 40 megapixels); an image variable is such a URL.",
-    inputs=(Input("url", "text", required=True, static=True, max_length=2048,
+    inputs=(Input("url", "text", required=True, static=True, max_length=2048, url=True,
                   help="Public http(s) URL of the image, or an image variable."),),
     outputs=(Output("image", "image"),),
     run=run_load_image, price=_flat(1), pricing_doc="1 credit", check=check_url,

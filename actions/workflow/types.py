@@ -30,6 +30,9 @@ class Input:
     # Static inputs set the price, the queue or the model: a literal or a run variable,
     # never a link (their value must be known before the run is charged).
     static: bool = False
+    # A URL the worker fetches: checked against the outbound rule (CONTRACT 6) before
+    # the run is charged, as every fetched URL is.
+    url: bool = False
 
     def describe(self) -> dict:
         out = {"name": self.name, "type": self.type, "required": self.required,

@@ -96,10 +96,12 @@ class CompositionCancel:
 
     def on_post(self, req, resp, uid):
         account_id = req.context.caller.account_id
-        cancel = engine.cancel
         if engine.get(account_id, uid).action == RUN_PROJECT:  # the executor settles it
-            cancel = executor.cancel
-        cancel(account_id, uid, self.redis, self.config.redis_prefix, now=self.clock.now())
+            executor.cancel(account_id, uid, self.redis, self.config.redis_prefix,
+                            now=self.clock.now(), config=self.config)
+        else:
+            engine.cancel(account_id, uid, self.redis, self.config.redis_prefix,
+                          now=self.clock.now())
         comp = engine.get(account_id, uid)
         ok(req, resp, {"composition": composition_view(comp, req, self.config, self.redis)})
 

@@ -375,7 +375,8 @@ class RunCancel(_Runs):
     def on_post(self, req, resp, run_id):
         account_id = req.context.caller.account_id
         runs.get_run(account_id, run_id)  # 404 for a composition that is not a run
-        executor.cancel(account_id, run_id, self.redis, self.prefix, now=self.clock.now())
+        executor.cancel(account_id, run_id, self.redis, self.prefix, now=self.clock.now(),
+                        config=self.config)
         ok(req, resp, self._record(req, account_id, run_id))
 
 
