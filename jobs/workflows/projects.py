@@ -127,14 +127,28 @@ def trending_scores(now, project_ids=None) -> dict[str, float]:
 
 
 def list_trending(page: int, limit: int, *, now) -> tuple[list[Project], int]:
-    """Public projects by trending score, highest first; equal scores newest first."""
-    public = list(Project.select(Project.id, Project.created_at)
-                  .where(Project.visibility == Project.PUBLIC).tuples())
+    """Public projects by trending score, highest first; equal scores newest first.
+
+    Only projects with activity in the window have a score, so only they are scored and
+    sorted here (the work follows recent activity, not the catalogue's size); every other
+    public project scores 0 and is paged by the database, newest first, after them."""
+    total = Project.select().where(Project.visibility == Project.PUBLIC).count()
     scores = trending_scores(now)
-    public.sort(key=lambda r: (scores.get(r[0], 0.0), r[1], r[0]), reverse=True)
-    ids = [r[0] for r in public[(page - 1) * limit:page * limit]]
+    active = list(Project.select(Project.id, Project.created_at).where(
+        (Project.visibility == Project.PUBLIC) & Project.id.in_(list(scores))).tuples()) \
+        if scores else []
+    active = [r for r in active if scores.get(r[0], 0.0) > 0]
+    active.sort(key=lambda r: (scores[r[0]], r[1], r[0]), reverse=True)
+    start, stop = (page - 1) * limit, page * limit
+    ids = [r[0] for r in active[start:stop]]
+    if len(ids) < limit:
+        rest = (Project.select(Project.id).where(
+            (Project.visibility == Project.PUBLIC) & Project.id.not_in([r[0] for r in active]))
+            .order_by(Project.created_at.desc(), Project.id.desc())
+            .offset(max(0, start - len(active))).limit(limit - len(ids)))
+        ids += [r.id for r in rest]
     rows = {p.id: p for p in Project.select().where(Project.id.in_(ids))} if ids else {}
-    return [rows[i] for i in ids if i in rows], len(public)
+    return [rows[i] for i in ids if i in rows], total
 
 
 def interact(account_id, project_id, kind, active=None, *, now) -> bool:

@@ -140,8 +140,15 @@ def _duration_ms(node):
     return None
 
 
-def node_json(node: NodeRun) -> dict:
-    return {"id": node.node, "type": node.type, "status": node.status,
+# How a node that never reached a final state reads once its run ended, before (or
+# without) ``executor.settle`` writing it: the same mapping settle applies.
+_ENDED_AS = {NodeRun.PENDING: NodeRun.SKIPPED, NodeRun.QUEUED: NodeRun.CANCELLED,
+             NodeRun.RUNNING: NodeRun.CANCELLED}
+
+
+def node_json(node: NodeRun, run_ended: bool = False) -> dict:
+    status = _ENDED_AS.get(node.status, node.status) if run_ended else node.status
+    return {"id": node.node, "type": node.type, "status": status,
             "credits": node.credits, "cached": node.status == NodeRun.CACHED,
             "progress": node.progress,
             "outputs": json.loads(node.outputs) if node.outputs else None,
@@ -164,7 +171,7 @@ def run_json(comp, run, nodes, base) -> dict:
         "error": json.loads(comp.error) if comp.error else None,
         "retry_of": run.retry_of, "created_at": iso(comp.created_at),
         "started_at": iso(comp.started_at), "finished_at": iso(comp.finished_at),
-        "nodes": [node_json(n) for n in nodes],
+        "nodes": [node_json(n, comp.status in Composition.FINAL) for n in nodes],
         "line_items": [{"node": n.node, "type": n.type, "credits": n.credits} for n in nodes],
         "links": {"self": link, "events": f"{link}/events", "cancel": f"{link}/cancel",
                   "retry": f"{link}/retry",
