@@ -303,3 +303,29 @@ def page_answer(req, config, key, items, total, page, limit) -> dict:
         nxt = f"{base_url(req, config)}{req.path}?{urlencode(params, doseq=True)}"
     return {key: items, "total": total, "pages": pages, "page": page, "limit": limit,
             "next": nxt}
+
+
+class EventStream:
+    """An SSE body (composition and run streams). ``close`` (called by the WSGI server
+    when the stream ends or the client goes, even if it was never iterated) closes the
+    subscription and gives the wait slot back."""
+
+    def __init__(self, events_iter, listener, lease):
+        self._events, self._listener, self._lease = events_iter, listener, lease
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._events)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        self._events.close()
+        if self._listener is not None:
+            self._listener.close()
+        if self._lease is not None:
+            self._lease.release()

@@ -17,6 +17,7 @@ from gateway.middleware import NONE
 from gateway.resources.common import (
     MAX_LIMIT,
     STATUSES,
+    EventStream,
     answer,
     composition_view,
     int_param,
@@ -208,32 +209,6 @@ def _full_message(scope, slots) -> str:
         return (f"This credential already has {slots.per_credential} open streams or waits; "
                 "close one or poll GET /zapier/v1/compositions/{uid}")
     return "The server has no free stream slots; retry later or poll the composition"
-
-
-class EventStream:
-    """The SSE body. ``close`` (called by the WSGI server when the stream ends or the
-    client goes, even if it was never iterated) closes the subscription and gives the
-    wait slot back."""
-
-    def __init__(self, events_iter, listener, lease):
-        self._events, self._listener, self._lease = events_iter, listener, lease
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        try:
-            return next(self._events)
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self):
-        self._events.close()
-        if self._listener is not None:
-            self._listener.close()
-        if self._lease is not None:
-            self._lease.release()
 
 
 class OutputFile:

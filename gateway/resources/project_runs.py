@@ -21,6 +21,7 @@ from gateway import metrics
 from gateway.envelope import ok
 from gateway.resources.common import (
     PAGE_QUERY,
+    EventStream,
     base_url,
     int_schema,
     page_answer,
@@ -134,31 +135,6 @@ def event_stream(account_id, uid, after, listener, lease):
             return
         if not woke:
             yield b": keep-alive\n\n"
-
-
-class EventStream:
-    """The SSE body; ``close`` (the WSGI server's, even if never iterated) unsubscribes
-    and gives the wait slot back."""
-
-    def __init__(self, events_iter, listener, lease):
-        self._events, self._listener, self._lease = events_iter, listener, lease
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        try:
-            return next(self._events)
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self):
-        self._events.close()
-        if self._listener is not None:
-            self._listener.close()
-        if self._lease is not None:
-            self._lease.release()
 
 
 def _full_message(scope, slots) -> str:
