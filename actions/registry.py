@@ -100,6 +100,8 @@ class ActionContext:
     price_of: Callable[[str], int]
     balance: Callable[[], int]
     registry: Registry
+    library: object = None  # jobs.content.library.Library
+    receipt: str | None = None  # the debit's receipt, when the call is paid
 
 
 SyncPerform = Callable[[ActionContext, dict], dict]

@@ -46,8 +46,9 @@ class Outcome:
 
 class ActionService:
     def __init__(self, registry: Registry, config, *, clock: Clock = SYSTEM, ids=new_id,
-                 redis=None, policy=None, models=None):
+                 redis=None, policy=None, models=None, library=None):
         self.registry = registry
+        self.library = library  # jobs.content.library.Library: uploads and content inputs
         self.models = models if models is not None else Catalogue()
         self.config = config
         self.redis = redis
@@ -68,11 +69,16 @@ class ActionService:
         base = self.price_of(action.name)
         return action.pricing(data, base, self) if action.pricing else base
 
-    def prepare(self, name, body, account_id=None):
-        """Validate and precheck: the action and its normalized input, or INVALID_REQUEST."""
+    def prepare(self, name, body, account_id=None, private=None):
+        """Validate and precheck: the action and its normalized input, or INVALID_REQUEST.
+
+        ``private`` holds inputs that are not JSON (an uploaded file, staged by the
+        resource): ``_``-keys merged after validation, for the precheck and ``perform``.
+        """
         action = self.registry.get(name)
         _check_input_encodable(body)
         data = action.validate(body)
+        data.update(private or {})
         if action.precheck is not None:
             args = (data, self, account_id) if action.precheck_account else (data, self)
             data = action.precheck(*args) or data
@@ -80,10 +86,14 @@ class ActionService:
             self.policy.check_url(data["callback_url"], field="callback_url")
         return action, data
 
-    def estimate(self, caller, name, body) -> dict:
+    def estimate(self, caller, name, body, private=None) -> dict:
         """The price of an input, without running or charging anything."""
-        action, data = self.prepare(name, body, caller.account_id)
-        credits = self.quote(action, data)
+        data = dict(private or {})
+        try:
+            action, data = self.prepare(name, body, caller.account_id, private)
+            credits = self.quote(action, data)
+        finally:
+            discard_private(data)
         balance = ledger.balance(caller.account_id)
         return {"action": action.name, "credits": credits, "baseCredits": self.price_of(name),
                 "pricing": action.pricing_doc or "fixed price per call",
@@ -99,8 +109,19 @@ class ActionService:
             "inputFields": [f.describe() for f in a.fields],
         } for a in self.registry]
 
-    def run(self, caller, name, body, *, idempotency_key, request_id, method, path) -> Outcome:
-        action, data = self.prepare(name, body, caller.account_id)
+    def run(self, caller, name, body, *, idempotency_key, request_id, method, path,
+            private=None) -> Outcome:
+        """Run ``name`` for ``caller``; the private inputs (staged files) are discarded
+        when it ends, whatever the outcome (a committed upload has its own copy)."""
+        data = dict(private or {})
+        try:
+            action, data = self.prepare(name, body, caller.account_id, private)
+            return self._run(caller, action, body, data, idempotency_key, request_id,
+                             method, path)
+        finally:
+            discard_private(data)
+
+    def _run(self, caller, action, body, data, idempotency_key, request_id, method, path):
         key = idempotency_key
         if key is not None:
             idempotency.check_key(key)
@@ -112,7 +133,8 @@ class ActionService:
         if key is not None:
             now = self.clock.now()
             found = idempotency.claim(
-                caller.account_id, key, idempotency.request_hash(method, path, body),
+                caller.account_id, key,
+                idempotency.request_hash(method, path, _hashed_body(body, data)),
                 now=now, ttl_s=self.config.idempotency_ttl_s,
                 lock_s=self.config.idempotency_lock_s)
             if isinstance(found, idempotency.Replay):
@@ -131,6 +153,7 @@ class ActionService:
         ctx = ActionContext(
             account_id=caller.account_id, request_id=request_id, price_of=self.price_of,
             balance=lambda: ledger.balance(caller.account_id), registry=self.registry,
+            library=self.library,
         )
         meta = {"action": action.name}
         if action.mode == "async":
@@ -145,6 +168,7 @@ class ActionService:
                 receipt = entry.receipt
                 meta.update(creditsUsed=price, availableCredit=entry.balance_after,
                             txnReceipt=entry.receipt)
+                ctx = dataclasses.replace(ctx, receipt=receipt)
             result = action.perform(ctx, data)
             answer = {"data": result, "meta": meta}
             _check_sendable(action, answer)  # before the debit commits, not after
@@ -230,6 +254,25 @@ class ActionService:
         message = ("The job queue is unavailable; nothing was charged" if refund is None else
                    f"The job queue is unavailable; the debit was refunded (receipt {refund})")
         raise ServiceUnavailable(message, retry_after=5) from None
+
+
+def discard_private(data) -> None:
+    """Remove what the private inputs hold on disk (``discard()``: staged uploads)."""
+    for name, value in (data or {}).items():
+        if name.startswith("_") and hasattr(value, "discard"):
+            try:
+                value.discard()
+            except OSError:
+                log.warning("could not discard %s", name, exc_info=True)
+
+
+def _hashed_body(body, data):
+    """What an idempotency key is bound to: the JSON body plus the fingerprints of the
+    private inputs (an uploaded file's checksum), so the same key with another file is
+    ``IDEMPOTENCY_KEY_REUSED``."""
+    prints = {k: v.fingerprint for k, v in data.items()
+              if k.startswith("_") and hasattr(v, "fingerprint")}
+    return {**body, "_files": prints} if prints and isinstance(body, dict) else body
 
 
 def _check_input_encodable(body):

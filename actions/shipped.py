@@ -11,12 +11,13 @@ from actions import (
     generate_video,
     product_listing,
     project_run,
+    upload,
 )
 from actions.registry import Registry
 from actions.workflow import nodes
 
 ACTIONS = (echo.ACTION, echo_async.ACTION, estimate_cost.ACTION, generate_image.ACTION,
-           generate_video.ACTION, product_listing.ACTION, project_run.ACTION)
+           generate_video.ACTION, product_listing.ACTION, project_run.ACTION, upload.ACTION)
 
 
 def default_registry() -> Registry:

@@ -3,8 +3,9 @@
 Everything else receives a ``Config`` instance; nothing below this module reads
 ``os.environ``, so tests build the app with their own settings. Every variable the
 product reads is parsed here, into a field of ``Config`` or of one of its typed
-sub-configs (``tokens``, ``oauth``, ``social``, ``logins``), with one integer parser and
-one boolean parser; the README's configuration table lists them all.
+sub-configs (``tokens``, ``oauth``, ``social``, ``logins``, ``payments``, ``storage``),
+with one integer parser and one boolean parser; the README's configuration table lists
+them all.
 """
 
 from __future__ import annotations
@@ -358,6 +359,57 @@ class PaymentConfig:
                    packs=packs, **urls)
 
 
+# --- the content library's storage and uploads (jobs/content, docs/CONTENT.md) ----------
+
+STORAGE_BACKENDS = ("fs", "s3")
+
+
+@dataclasses.dataclass(frozen=True)
+class StorageConfig:
+    """Where uploaded bytes live (``DATA_DIR/blobs`` or an S3 bucket) and what an upload
+    may cost or hold."""
+
+    backend: str = "fs"  # STORAGE_BACKEND: fs | s3
+    s3_endpoint_url: str = ""  # S3_ENDPOINT_URL; empty: boto3's default (AWS)
+    s3_bucket: str = "gateway"  # S3_BUCKET, created on first use if missing
+    s3_access_key: str = ""  # S3_ACCESS_KEY
+    s3_secret_key: str = dataclasses.field(default="", repr=False)  # S3_SECRET_KEY
+    s3_region: str = "us-east-1"  # S3_REGION
+    presign_seconds: int = 0  # S3_PRESIGN_SECONDS: 0 streams downloads; >0 a 302 to S3
+    upload_max_bytes: int = 100 * 1024 * 1024  # UPLOAD_MAX_BYTES, one upload
+    quota_bytes: int = 1024 * 1024 * 1024  # STORAGE_QUOTA_BYTES, per account
+    upload_max_pixels: int = 40_000_000  # UPLOAD_MAX_PIXELS, larger images are refused
+    # CONTENT_LINK_SECRET signs share links and output URLs; empty: DATA_DIR/link_secret
+    link_secret: str = dataclasses.field(default="", repr=False)
+    # OUTPUT_LINK_SECONDS: how long the signed URL of an action's output stays valid
+    output_link_seconds: int = 30 * 24 * 3600
+
+    @classmethod
+    def from_env(cls, env) -> StorageConfig:
+        backend = (env.get("STORAGE_BACKEND") or "fs").strip().lower()
+        if backend not in STORAGE_BACKENDS:
+            raise ConfigError(f"STORAGE_BACKEND must be fs or s3, got {backend!r}")
+        endpoint = (env.get("S3_ENDPOINT_URL") or "").strip().rstrip("/")
+        if endpoint and urlsplit(endpoint).scheme not in ("http", "https"):
+            raise ConfigError(f"S3_ENDPOINT_URL must be an http(s) URL, got {endpoint!r}")
+        return cls(
+            backend=backend,
+            s3_endpoint_url=endpoint,
+            s3_bucket=(env.get("S3_BUCKET") or "gateway").strip(),
+            s3_access_key=(env.get("S3_ACCESS_KEY") or "").strip(),
+            s3_secret_key=(env.get("S3_SECRET_KEY") or "").strip(),
+            s3_region=(env.get("S3_REGION") or "us-east-1").strip(),
+            # S3 caps a presigned URL at 7 days (SigV4).
+            presign_seconds=_int(env, "S3_PRESIGN_SECONDS", 0, 0, 7 * 24 * 3600),
+            upload_max_bytes=_int(env, "UPLOAD_MAX_BYTES", 100 * 1024 * 1024, 1),
+            quota_bytes=_int(env, "STORAGE_QUOTA_BYTES", 1024 * 1024 * 1024, 0),
+            upload_max_pixels=_int(env, "UPLOAD_MAX_PIXELS", 40_000_000, 1),
+            link_secret=(env.get("CONTENT_LINK_SECRET") or "").strip(),
+            output_link_seconds=_int(env, "OUTPUT_LINK_SECONDS", 30 * 24 * 3600, 60,
+                                     10 * 365 * 24 * 3600),
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Settings of one gateway deployment; see the README's configuration table."""
@@ -415,6 +467,8 @@ class Config:
     oauth: OAuthProviderConfig = dataclasses.field(default_factory=OAuthProviderConfig)
     social: SocialConfig = dataclasses.field(default_factory=SocialConfig)
     payments: PaymentConfig = dataclasses.field(default_factory=PaymentConfig)
+    # The content library: storage backend, upload limits and prices.
+    storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
 
     @classmethod
     def from_env(cls, env=None) -> Config:
@@ -473,6 +527,7 @@ class Config:
             oauth=OAuthProviderConfig.from_env(env, signup_per_hour=signup_per_hour),
             social=SocialConfig.from_env(env),
             payments=PaymentConfig.from_env(env),
+            storage=StorageConfig.from_env(env),
         )
 
     @property

@@ -91,3 +91,14 @@ class PayloadTooLarge(DomainError):
 class UnsupportedMediaType(DomainError):
     code = "UNSUPPORTED_MEDIA_TYPE"
     message = "Unsupported media type"
+
+
+class RangeNotSatisfiable(DomainError):
+    """A ``Range`` that starts past the end of the content; ``size`` is its length."""
+
+    code = "RANGE_NOT_SATISFIABLE"
+
+    def __init__(self, size: int):
+        super().__init__(f"The requested range is outside the content's {size} bytes",
+                         details=[{"field": "Range", "problem": f"must start below {size}"}])
+        self.size = size

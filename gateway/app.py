@@ -50,6 +50,7 @@ class Deps:
     redis = property(lambda self: self.services.redis)
     registry = property(lambda self: self.services.registry)
     storage = property(lambda self: self.services.storage)
+    library = property(lambda self: self.services.library)  # the content library
     clock = property(lambda self: self.services.clock)  # every business rule's "now"
     ids = property(lambda self: self.services.ids)  # the id generator
 
@@ -66,7 +67,7 @@ def build_deps(config, *, registry: Registry | None = None, clock: Clock = SYSTE
                                        *provider.authenticators(config, clock),
                                        tokens.JwtAuthenticator(config, token_service)]),
         actions=ActionService(s.registry, config, clock=clock, ids=s.ids, redis=s.redis,
-                              policy=s.policy, models=s.models),
+                              policy=s.policy, models=s.models, library=s.library),
         oauth_server=provider.Server.from_config(config, clock),
         tokens=token_service,
         social_login=SocialLogin.from_config(config, s.redis, clock),

@@ -11,7 +11,7 @@ import falcon
 import peewee
 import redis.exceptions as redis_errors
 
-from core.errors import DomainError
+from core.errors import DomainError, RangeNotSatisfiable
 from gateway.envelope import error
 
 log = logging.getLogger("gateway.errors")
@@ -21,7 +21,8 @@ STATUS = {
     "MISSING_AUTH_HEADER": 401, "UNSUPPORTED_AUTH_SCHEME": 401, "AUTH_FAILED": 401,
     "FORBIDDEN": 403, "INSUFFICIENT_CREDITS": 403, "NOT_FOUND": 404, "METHOD_NOT_ALLOWED": 405,
     "CONFLICT": 409, "IDEMPOTENCY_IN_PROGRESS": 409, "PAYLOAD_TOO_LARGE": 413,
-    "UNSUPPORTED_MEDIA_TYPE": 415, "IDEMPOTENCY_KEY_REUSED": 422, "RATE_LIMITED": 429,
+    "UNSUPPORTED_MEDIA_TYPE": 415, "RANGE_NOT_SATISFIABLE": 416, "IDEMPOTENCY_KEY_REUSED": 422,
+    "RATE_LIMITED": 429,
     "INTERNAL_ERROR": 500, "SERVICE_UNAVAILABLE": 503, "GATEWAY_TIMEOUT": 504,
 }
 
@@ -57,6 +58,8 @@ def handle_domain(req, resp, ex: DomainError, params):
     headers = {"Retry-After": str(int(ex.retry_after))} if ex.retry_after else None
     if ex.code in ("AUTH_FAILED", "MISSING_AUTH_HEADER", "UNSUPPORTED_AUTH_SCHEME"):
         headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="gateway"'}
+    if isinstance(ex, RangeNotSatisfiable):  # RFC 9110 15.5.17: say how long it is
+        headers = {**(headers or {}), "Content-Range": f"bytes */{ex.size}"}
     _send(req, resp, ex.code, ex.message, STATUS.get(ex.code, 500), ex.details, headers)
 
 

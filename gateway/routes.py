@@ -9,6 +9,7 @@ from gateway.resources import (
     aimg,
     billing,
     compositions,
+    content,
     credits,
     hooks,
     oauth2,
@@ -120,6 +121,17 @@ def route_table(deps) -> list[tuple[str, object]]:
         ("/2/getAggregatedWorkflowTemplates", workflows2.AggregatedWorkflowTemplates()),
         ("/2/enqueueWorkflow", workflows2.EnqueueWorkflow(deps)),
         ("/2/getWorkflowStatus", workflows2.WorkflowStatus(deps)),
+        # The content library (seed 002; docs/CONTENT.md); static paths before
+        # /content/{content_id} (Falcon prefers them anyway)
+        ("/upload", content.Upload(deps)),
+        ("/content/list", content.ContentList(deps)),
+        ("/content/{content_id}", content.ContentResource(deps)),
+        ("/content/{content_id}/metadata", content.ContentMetadata(deps)),
+        ("/content/{content_id}/versions", content.ContentVersions(deps)),
+        ("/content/{content_id}/download", content.ContentDownload(deps)),
+        ("/content/{content_id}/share", content.ContentShare(deps)),
+        ("/links/{content_id}", content.ContentLink(deps)),
+        ("/storage/usage", content.StorageUsage(deps)),
         # Payments (seed 000; docs/PAYMENTS.md)
         ("/api/paypal/create", payments.PayPalCreate(deps.payments)),
         ("/api/paypal/execute", payments.PayPalExecute(deps.payments)),

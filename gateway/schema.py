@@ -8,6 +8,7 @@ Append new migrations; never edit or renumber an applied one.
 from __future__ import annotations
 
 from jobs import models as job_models
+from jobs.content import models as content_models
 from jobs.workflows import models as workflow_models
 from metering import billing, giftcards, migrations
 from metering import models as metering_models
@@ -53,6 +54,9 @@ MIGRATIONS = [
     (8, "gift cards", migrations.create_tables(*giftcards.GIFT_CARD_MODELS)),
     # Projects and project runs (issue 11), and what a composition's parts used.
     (9, "projects and project runs", _projects),
+    # The content library (issue 12): blobs, items, versions, collaborations, daily
+    # counts and resumable uploads.
+    (10, "content library", migrations.create_tables(*content_models.ALL_MODELS)),
 ]
 
 

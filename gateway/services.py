@@ -18,6 +18,8 @@ from core.config import Config
 from core.ids import new_id
 from jobs import runtime
 from jobs.connection import redis_client, resolve_redis_url
+from jobs.content.library import Library
+from jobs.content.storage import make_store
 from jobs.gpu.catalogue import Catalogue
 from jobs.outbound import OutboundPolicy
 from jobs.storage import Storage
@@ -39,6 +41,7 @@ class Services:
     registry: Registry
     policy: OutboundPolicy
     models: Catalogue
+    library: Library  # the content library over the configured blob store
 
 
 def bind_database(config: Config, role="web"):
@@ -63,6 +66,7 @@ def build_services(config: Config, *, role="web", clock: Clock = SYSTEM, ids=new
         config=config, clock=clock, ids=ids, redis_url=redis_url, redis=redis,
         storage=Storage(config), registry=registry or default_registry(),
         policy=OutboundPolicy.from_config(config), models=Catalogue.from_config(config),
+        library=Library(config, make_store(config), clock=clock, ids=ids),
     )
 
 

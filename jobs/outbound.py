@@ -234,9 +234,15 @@ def _describe(exc) -> str:
 
 
 def fetch(url, *, policy, field="url", max_bytes=10 * 2**20, timeout=(3.05, 10),
-          max_redirects=5, accept_types=None, deadline_s=60.0) -> FetchResult:
+          max_redirects=5, accept_types=None, deadline_s=60.0, sink=None,
+          too_large=None) -> FetchResult:
     """GET ``url`` under ``policy``: redirects re-checked hop by hop, the body capped at
-    ``max_bytes`` and ``deadline_s`` overall (a slow drip cannot hold a worker forever)."""
+    ``max_bytes`` and ``deadline_s`` overall (a slow drip cannot hold a worker forever).
+
+    With ``sink`` (a callable taking each chunk) the body is handed on as it arrives and
+    never held whole: ``content`` is then empty (uploads by URL stream to disk).
+    ``too_large`` makes the error for a body over ``max_bytes`` (default: a refusal of
+    the URL, 400; uploads answer 413 like an upload over the limit)."""
     deadline, url = time.monotonic() + deadline_s, str(url).strip()
     with policy.session() as session:
         for _ in range(max_redirects + 1):
@@ -255,17 +261,21 @@ def fetch(url, *, policy, field="url", max_bytes=10 * 2**20, timeout=(3.05, 10),
                         for t in accept_types):
                     raise OutboundRefused(f"{url} has content type {ctype or '(none)'!r}",
                                           field)
-                content = _read_capped(resp, url, field, max_bytes, deadline)
+                content = _read_capped(resp, url, field, max_bytes, deadline, sink, too_large)
                 return FetchResult(content=content, content_type=ctype, final_url=url)
     raise OutboundRefused(f"more than {max_redirects} redirects", field)
 
 
-def _read_capped(resp, url, field, max_bytes, deadline) -> bytes:
-    too_big = f"{url} is larger than the {max_bytes}-byte limit"
+def _read_capped(resp, url, field, max_bytes, deadline, sink=None, too_large=None) -> bytes:
+    def too_big():
+        if too_large is not None:
+            return too_large()
+        return OutboundRefused(f"{url} is larger than the {max_bytes}-byte limit", field)
+
     length = resp.headers.get("Content-Length", "")
     if length.isdigit() and int(length) > max_bytes:
-        raise OutboundRefused(too_big, field)
-    buf = bytearray()
+        raise too_big()
+    buf, seen = bytearray(), 0
     while True:  # read1: at most one socket read per call, so the deadline is checked
         try:
             chunk = resp.raw.read1(65536, decode_content=True)
@@ -273,9 +283,13 @@ def _read_capped(resp, url, field, max_bytes, deadline) -> bytes:
             raise OutboundRefused(f"{_describe(exc)} reading {url}", field) from None
         if not chunk:
             return bytes(buf)
-        buf += chunk
-        if len(buf) > max_bytes:
-            raise OutboundRefused(too_big, field)
+        seen += len(chunk)
+        if seen > max_bytes:
+            raise too_big()
+        if sink is None:
+            buf += chunk
+        else:
+            sink(chunk)
         if time.monotonic() > deadline:
             raise OutboundRefused(f"fetching {url} took too long", field)
 

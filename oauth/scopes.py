@@ -11,6 +11,8 @@ SCOPES = {
     "account:read": "See your username, balance and plan",
     "actions:run": "Run paid actions and cancel them (spends credits)",
     "actions:read": "See actions, compositions and posts",
+    "content:read": "See and download your content library",
+    "content:write": "Change, share and delete items of your content library",
     "credits:read": "See your credit balance, transactions and receipts",
     "hooks:read": "See your webhook subscriptions",
     "hooks:write": "Create and delete webhook subscriptions",
@@ -19,8 +21,8 @@ SCOPES = {
 }
 
 # What an integration such as the Zapier app asks for.
-DEFAULT_SCOPES = ("account:read", "actions:run", "actions:read", "credits:read",
-                  "hooks:read", "hooks:write")
+DEFAULT_SCOPES = ("account:read", "actions:run", "actions:read", "content:read",
+                  "content:write", "credits:read", "hooks:read", "hooks:write")
 
 
 def required_scope(resource, method: str) -> str | None:

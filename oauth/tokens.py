@@ -16,17 +16,16 @@ Every expiry is checked against the injected ``Clock``, never the machine's own.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
-import os
 import re
 import secrets
 from pathlib import Path
 
 import jwt
 
+from core import keyfile
 from core.clock import SYSTEM, Clock
 from core.config import JWT_MIN_SECRET_LEN, ConfigError, TokenConfig
 from core.errors import AuthError, Forbidden
@@ -46,27 +45,13 @@ JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 
 def load_secret(given: str, data_dir) -> str:
     """``given`` (the parsed ``JWT_SECRET``), or when empty the generated secret kept in
-    ``DATA_DIR/jwt_secret`` (0600).
-
-    The file is written to a temporary name and linked into place, so processes starting
-    together all end up with the same secret and none reads a half-written file."""
+    ``DATA_DIR/jwt_secret`` (0600; ``core.keyfile``)."""
     if given:
         if len(given) < MIN_SECRET_LEN:
             raise ConfigError(f"JWT_SECRET must be at least {MIN_SECRET_LEN} characters")
         return given
     path = Path(data_dir) / SECRET_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(48))
-            with contextlib.suppress(FileExistsError):  # another process won: use its secret
-                os.link(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-    secret = path.read_text().strip()
+    secret = keyfile.load_or_create(path)
     if len(secret) < MIN_SECRET_LEN:
         raise ConfigError(f"{path} holds a JWT secret shorter than {MIN_SECRET_LEN} characters")
     return secret

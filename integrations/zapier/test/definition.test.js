@@ -34,7 +34,7 @@ describe('app definition', () => {
   it('asks for the gateway scopes, refreshes automatically and uses PKCE', () => {
     const cfg = authentication.oauth2.oauth2Config;
     cfg.scope.split(' ').sort().should.eql(
-      ['account:read', 'actions:read', 'actions:run', 'credits:read', 'hooks:read', 'hooks:write']);
+      ['account:read', 'actions:read', 'actions:run', 'content:read', 'content:write', 'credits:read', 'hooks:read', 'hooks:write']);
     cfg.autoRefresh.should.be.true();
     cfg.enablePkce.should.be.true();
     cfg.authorizeUrl.url.should.equal('{{process.env.GATEWAY_URL}}/oauth/authorize');
