@@ -131,6 +131,7 @@ def route_table(deps) -> list[tuple[str, object]]:
         ("/content/{content_id}/download", content.ContentDownload(deps)),
         ("/content/{content_id}/share", content.ContentShare(deps)),
         ("/links/{content_id}", content.ContentLink(deps)),
+        ("/links/{content_id}/{name}", content.ContentLink(deps)),
         ("/storage/usage", content.StorageUsage(deps)),
         # Payments (seed 000; docs/PAYMENTS.md)
         ("/api/paypal/create", payments.PayPalCreate(deps.payments)),

@@ -77,4 +77,4 @@ def install_worker_runtime(config: Config, *, clock: Clock = SYSTEM,
     return runtime.install(runtime.Runtime(
         config=config, clock=s.clock, ids=s.ids, redis=s.redis, registry=s.registry,
         storage=s.storage, policy=s.policy, models=s.models,
-        heartbeat_s=config.job_heartbeat_s))
+        heartbeat_s=config.job_heartbeat_s, library=s.library))

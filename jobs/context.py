@@ -49,6 +49,14 @@ class JobContext:
         return self._rt.pipelines
 
     def save(self, name, data: bytes) -> str:
+        """Store an output; the URL to hand back. Images and videos become content items
+        of the account (its "creations", listed with its uploads) behind a signed link;
+        anything else (a JSON result) is a plain output file."""
+        library = getattr(self._rt, "library", None)
+        if library is not None:
+            saved = library.save_output(self.account_id, self.uid, name, data=data)
+            if saved is not None:
+                return saved["url"]
         return self._storage.save(self.uid, name, data)
 
     def progress(self, percent: int) -> None:

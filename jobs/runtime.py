@@ -32,6 +32,7 @@ class Runtime:
     policy: object  # jobs.outbound.OutboundPolicy
     models: object  # jobs.gpu.catalogue.Catalogue
     heartbeat_s: float
+    library: object = None  # jobs.content.library.Library: outputs become content items
     _pipelines: object = None
 
     @property

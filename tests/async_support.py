@@ -194,6 +194,18 @@ def cancel_while_running(client, key, uid, *, min_progress, timeout=60):
 
 
 def output_path(config, url):
-    """Where the gateway stores an output it serves at ``url`` (``/outputs/<uid>/<name>``)."""
+    """Where the gateway keeps an output it serves at ``url``: a content item's blob for a
+    signed link (``/links/<content_id>?v=<sha256>...``, the filesystem backend), else the
+    plain output file (``/outputs/<uid>/<name>``)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(url)
+    if parts.path.startswith("/links/"):
+        from jobs.content.models import ContentItem
+        from metering import db as dbmod
+
+        with dbmod.connection():
+            owner = ContentItem.get_by_id(parts.path.split("/")[2]).account_id
+        return config.data_dir / "blobs" / owner / parse_qs(parts.query)["v"][0]
     uid, name = url.rsplit("/", 2)[-2:]
     return config.data_dir / "outputs" / uid / name

@@ -136,6 +136,13 @@ def test_five_node_graph_on_the_zapier_face(gclient, gconfig, gen_account):
     assert (picture["width"], picture["height"]) == (48, 32)
     with Image.open(io.BytesIO(output_path(gconfig, picture["url"]).read_bytes())) as im:
         assert im.size == (48, 32)
+    # The final image is one of the account's creations: listed with its uploads, and
+    # its signed link opens without a key.
+    (made,) = gclient.simulate_get("/content/list", params={"source": "output"},
+                                   headers=bearer(key)).json["data"]["items"]
+    assert made["contentId"] == picture["contentId"] and made["compositionUid"] == run_id
+    link = gclient.simulate_get(picture["url"].split("gateway.test")[1])
+    assert link.status_code == 200 and link.headers["content-type"] == "image/png"
     record = run_record(gclient, key, run_id)
     assert record["status"] == "completed" and record["txnReceipt"] == receipt
     assert record["variables"]["subject"] == "teapot" and record["seed"] == 7

@@ -26,6 +26,7 @@ from gateway.resources.common import (
     wait_seconds,
 )
 from jobs import engine, events, queries
+from jobs.content.models import ContentItem
 from jobs.models import Composition
 from jobs.storage import content_type
 from jobs.workflows import executor
@@ -212,10 +213,12 @@ def _full_message(scope, slots) -> str:
 
 
 class OutputFile:
-    """A composition's output file, public at an unguessable URL like a CDN object."""
+    """A composition's output file that is not a content item (a JSON result, a project
+    run's intermediate node output), at an unguessable URL. Images and videos an action
+    or run hands back are content items behind signed links (``/links/...``) instead,
+    and are not served here."""
 
     auth = NONE
-    uses_db = False
     openapi_tag = "Compositions"
 
     def __init__(self, storage):
@@ -223,7 +226,8 @@ class OutputFile:
 
     def on_get(self, req, resp, uid, name):
         path = self.storage.path(uid, name)
-        if path is None:
+        if path is None or ContentItem.select().where(
+                ContentItem.composition_uid == uid, ContentItem.filename == name).exists():
             raise NotFound("No such output")
         resp.content_type = content_type(name)
         resp.set_header("Cache-Control", "public, max-age=31536000, immutable")

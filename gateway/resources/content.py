@@ -359,7 +359,7 @@ class ContentLink(_Content):
         {"name": "sig", "in": "query", "required": True, "schema": {"type": "string"}}]}
     openapi_responses = {"get": BINARY_RESPONSES}
 
-    def on_get(self, req, resp, content_id):
+    def on_get(self, req, resp, content_id, name=None):
         sha = req.get_param("v") or ""
         now = self.deps.clock.now().replace(tzinfo=dt.UTC).timestamp()
         if not self.library.links.valid(content_id, sha, req.get_param("exp"),

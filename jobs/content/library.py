@@ -38,6 +38,7 @@ from jobs.content.links import LinkSigner
 from jobs.content.models import Blob, Collaboration, ContentDaily, ContentItem, ContentVersion
 from jobs.content.storage import CHUNK, BlobStore, Chunks
 from metering import ledger
+from metering.db import write_transaction
 from metering.models import Account
 
 MIB = 1024 * 1024
@@ -275,7 +276,6 @@ class Library:
         """Store ``staged`` as a new item, or as the next version of ``content_id``; call
         inside a write transaction (the upload's, after its debit). Raises before writing
         anything when the quota would be exceeded."""
-        now = self.clock.now()
         item = None
         if content_id:
             item = self.get_for(uploader_id, content_id, WRITE)
@@ -285,6 +285,17 @@ class Library:
         # that together exceed the quota cannot both pass the check.
         ledger.for_update(Account.select().where(Account.id == owner)).get()
         self.check_quota(owner, staged)
+        return self._write(owner, uploader_id, staged, item, description=description,
+                           tags=tags, receipt=receipt, source=source,
+                           composition_uid=composition_uid, custom_metadata=custom_metadata,
+                           item_id=item_id)
+
+    def _write(self, owner, uploader_id, staged, item, *, description=None, tags=None,
+               receipt=None, source=ContentItem.UPLOAD, composition_uid=None,
+               custom_metadata=None, item_id=None) -> ContentItem:
+        """The blob (once per owner) and the item's rows; the caller holds the owner's
+        row lock, inside a write transaction."""
+        now = self.clock.now()
         if Blob.get_or_none(Blob.account == owner, Blob.sha256 == staged.sha256) is None:
             Blob.create(account=owner, sha256=staged.sha256, size=staged.size,
                         content_type=staged.content_type, created_at=now)
@@ -314,6 +325,46 @@ class Library:
                               **{k: v for k, v in fields.items() if k not in
                                  ("kind", "updated_at")})
         return item
+
+    def save_output(self, account_id, composition_uid, name, *, data=None, path=None):
+        """An action's or project run's output as a content item of ``account_id``:
+        ``{"url": the signed URL callers get (valid OUTPUT_LINK_SECONDS), "contentId"}``,
+        or None when it is not an image or video (JSON results stay plain output files).
+
+        Outputs were paid for by their action, so they are never refused for the quota
+        (they count in usage) and cost nothing more. Our own encodings carry no camera
+        metadata, so they are stored as written, not re-encoded."""
+        fd, tmp = tempfile.mkstemp(dir=_staging(self.config), prefix="out-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                if data is not None:
+                    out.write(data)
+                else:
+                    with open(path, "rb") as src:
+                        shutil.copyfileobj(src, out, CHUNK)
+            try:
+                ctype = inspect.sniff(tmp)
+            except DomainError:
+                return None
+            kind = ctype.split("/")[0]
+            width = height = None
+            if kind == "image":
+                from PIL import Image
+
+                with Image.open(tmp) as img:
+                    width, height = img.size
+            staged = Staged(path=tmp, size=os.path.getsize(tmp), sha256=_sha256_file(tmp),
+                            content_type=ctype, kind=kind,
+                            filename=_safe_filename(name, inspect.ALLOWED[ctype]),
+                            width=width, height=height)
+            with write_transaction():
+                ledger.for_update(Account.select().where(Account.id == account_id)).get()
+                item = self._write(account_id, account_id, staged, None,
+                                   source=ContentItem.OUTPUT, composition_uid=composition_uid)
+            return {"url": self.link(item, self.config.storage.output_link_seconds)[0],
+                    "contentId": item.id}
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def update_metadata(self, viewer_id, content_id, *, description=None, tags=None):
         item = self.get_for(viewer_id, content_id, WRITE)
@@ -386,7 +437,7 @@ class Library:
         seconds; returns ``(url, expires at in unix seconds)``."""
         exp = int(self.clock.now().replace(tzinfo=dt.UTC).timestamp()) + int(ttl_s)
         base = self.base_url if base_url is None else base_url
-        return self.links.url(base, item.id, sha256 or item.sha256, exp), exp
+        return self.links.url(base, item.id, sha256 or item.sha256, exp, item.filename), exp
 
     def usage(self, account_id) -> dict:
         used = self.usage_bytes(account_id)

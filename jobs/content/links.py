@@ -2,7 +2,8 @@
 set of bytes (the blob's SHA-256 is signed), so a link can neither be widened to another
 item nor follow the item to a later version.
 
-``GET /links/{content_id}?v=<sha256>&exp=<unix seconds>&sig=<hex>`` serves it;
+``GET /links/{content_id}/<file name>?v=<sha256>&exp=<unix seconds>&sig=<hex>`` serves
+it (the name is cosmetic);
 ``sig`` is HMAC-SHA256 under ``CONTENT_LINK_SECRET`` (empty: generated once and kept in
 ``DATA_DIR/link_secret``) and compared in constant time. Share links and the output URLs
 of actions and project runs are such links (docs/CONTENT.md).
@@ -13,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from core import keyfile
 
@@ -36,10 +37,13 @@ class LinkSigner:
         msg = f"{content_id}\n{sha256}\n{exp}".encode()
         return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
 
-    def url(self, base: str, content_id: str, sha256: str, exp: int) -> str:
+    def url(self, base: str, content_id: str, sha256: str, exp: int, filename="") -> str:
+        """The link; ``filename`` (not signed: cosmetic) ends its path, so tools that
+        guess a type from the URL (and people) see ``.../photo.png``."""
         query = urlencode({"v": sha256, "exp": int(exp),
                            "sig": self._sig(content_id, sha256, int(exp))})
-        return f"{base}/links/{content_id}?{query}"
+        name = f"/{quote(filename, safe='')}" if filename else ""
+        return f"{base}/links/{content_id}{name}?{query}"
 
     def valid(self, content_id: str, sha256: str, exp, sig, now_s: float) -> bool:
         """True when ``sig`` signs these bytes of this item and ``exp`` has not passed."""

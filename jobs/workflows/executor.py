@@ -190,10 +190,10 @@ def _complete_output(comp, node, step, nodes, now) -> None:
                _overall_of(nodes.values()), now)
 
 
-def run_outputs(comp, nodes, rt=None) -> list[dict]:
+def run_outputs(comp, nodes, rt=None, adopt=False) -> list[dict]:
     """The run's outputs: each output node's value ref(s), with ``node`` and ``name``
     (the output node's ``name`` input, else its id); an ``images`` ref gives one entry per
-    image."""
+    image. ``adopt`` (when the run completes): images and videos become content items."""
     steps = runs.steps_of(comp)
     out = []
     for node in sorted(nodes, key=lambda n: (n.position, n.id)):
@@ -203,6 +203,8 @@ def run_outputs(comp, nodes, rt=None) -> list[dict]:
         name = (steps.get(node.node) or {}).get("inputs", {}).get("name") or node.node
         refs = value.get("items", []) if isinstance(value, dict) and \
             value.get("type") == "images" else [value] if value else []
+        if adopt:
+            refs = [_to_library(comp, ref, rt) for ref in refs]
         out += [{**ref, "node": node.node, "name": name} for ref in refs]
     return out
 
@@ -222,10 +224,24 @@ def _dispatch(comp, nodes, rt, now) -> None:
 
 
 def _finish_completed(comp, rt, now, rows=None) -> bool:
-    return engine.finish(comp.uid, Composition.COMPLETED, now=now,
-                         outputs=run_outputs(comp, rows if rows is not None
-                                             else runs.nodes_of(comp.uid), rt),
+    outputs = run_outputs(comp, rows if rows is not None else runs.nodes_of(comp.uid), rt,
+                          adopt=True)
+    return engine.finish(comp.uid, Composition.COMPLETED, now=now, outputs=outputs,
                          from_states=(R,))
+
+
+def _to_library(comp, ref, rt) -> dict:
+    """A run's final image or video becomes a content item of its account (listed with
+    its uploads), and its URL the item's signed link; intermediate node outputs stay
+    run files, read back by later nodes."""
+    library = getattr(rt, "library", None)
+    if library is None or not isinstance(ref, dict) or ref.get("type") not in ("image",
+                                                                               "video"):
+        return ref
+    path = rt.storage.path(ref.get("uid", ""), ref.get("name", ""))
+    saved = library.save_output(comp.account_id, comp.uid, ref["name"], path=path) \
+        if path is not None else None
+    return {**ref, **saved} if saved else ref
 
 
 def _ended(run_uid, rt) -> None:
