@@ -21,7 +21,7 @@ from PIL import Image
 from actions import generation_common as gen
 from actions.listing_compose import compose_listing, scenes
 from actions.registry import Action, Field
-from core.errors import ServiceUnavailable
+from core.errors import InvalidRequest, ServiceUnavailable
 from jobs.context import JobContext
 from jobs.outbound import fetch, load_image
 from jobs.queues import gpu_queue
@@ -34,10 +34,23 @@ NEGATIVE_PROMPT = ("text, letters, watermark, logo, people, hands, clutter, blur
 STRENGTH = {"inpainting": 1.0, "image-to-image": 0.8}
 
 
-def precheck(data, service):
-    """Refuse a URL the worker would refuse, before anything is charged; record which
-    background model (if any) this job uses, which also picks its queue."""
-    service.policy.check_url(data["product_image_url"], field="product_image_url")
+def precheck(data, service, account_id):
+    """Refuse a URL the worker would refuse (or a content id the caller cannot see),
+    before anything is charged; record which background model (if any) this job uses,
+    which also picks its queue."""
+    url, content_id = data.get("product_image_url"), data.get("product_content_id")
+    if bool(url) == bool(content_id):
+        raise InvalidRequest("Send product_image_url or product_content_id (one of them)",
+                             details=[{"field": "product_image_url",
+                                       "problem": "send exactly one of product_image_url "
+                                                  "and product_content_id"}])
+    if url:
+        service.policy.check_url(url, field="product_image_url")
+    else:
+        item = service.library.get_for(account_id, content_id)
+        if item.kind != "image":
+            raise InvalidRequest("product_content_id must name an image", details=[
+                {"field": "product_content_id", "problem": f"is a {item.kind}"}])
     model_id = getattr(service.config, "listing_background_model", "")
     if model_id:
         if service.models.find(model_id) is None:
@@ -120,12 +133,25 @@ def generate_backgrounds(ctx, data, image, model_id):
     return spec, rendered
 
 
+def _photo(ctx, data) -> bytes:
+    """The product photo's bytes: fetched from its URL, or read from the caller's
+    content library (access checked again: it may have been unshared since)."""
+    if data.get("product_content_id"):
+        item = ctx.library.get_for(ctx.account_id, data["product_content_id"])
+        if item.size > MAX_IMAGE_BYTES:
+            raise InvalidRequest(f"The content is over {MAX_IMAGE_BYTES} bytes", details=[
+                {"field": "product_content_id", "problem": "too large"}])
+        data_bytes = b"".join(ctx.library.open(item))
+    else:
+        data_bytes = fetch(data["product_image_url"], policy=ctx.policy,
+                           field="product_image_url", max_bytes=MAX_IMAGE_BYTES).content
+    ctx.progress(30)
+    return data_bytes
+
+
 def perform(ctx: JobContext, data: dict) -> dict:
     ctx.progress(5)
-    fetched = fetch(data["product_image_url"], policy=ctx.policy, field="product_image_url",
-                    max_bytes=MAX_IMAGE_BYTES)
-    ctx.progress(30)
-    image = load_image(fetched.content, max_pixels=MAX_IMAGE_PIXELS)
+    image = load_image(_photo(ctx, data), max_pixels=MAX_IMAGE_PIXELS)
     ctx.progress(40)
     model_id = data.get(BACKGROUND_MODEL)
     if model_id:
@@ -172,11 +198,16 @@ ACTION = Action(
     queue="cpu",
     queue_for=queue_for,
     precheck=precheck,
+    precheck_account=True,
     fields=(
         Field("product_name", required=True, max_length=200, help="Name of the product."),
-        Field("product_image_url", required=True, max_length=2048, format="uri",
+        Field("product_image_url", max_length=2048, format="uri",
               pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://",
-              help="Public http(s) URL of the product photo (JPEG, PNG, WebP or GIF)."),
+              help="Public http(s) URL of the product photo (JPEG, PNG, WebP or GIF); or "
+                   "send product_content_id instead."),
+        Field("product_content_id", max_length=40, label="Product Content ID",
+              help="The product photo from your content library (cnt_...), instead of a "
+                   "URL."),
         Field("product_description", max_length=2000, help="Description of the product."),
         Field("vendor", max_length=200, help="Vendor or brand name."),
         Field("custom_tags", type="array", help="Tags for the resulting posts (list-posts)."),

@@ -70,6 +70,7 @@ def precheck(data, service, account_id):
     plan = make_plan(data, service, account_id, graph_doc)
     data["_plan"] = plan.to_dict()
     check_urls(data["_plan"], service)
+    check_content(data["_plan"], service, account_id)
     data["_project"] = {"id": data["project_id"], "name": name}
     return data
 
@@ -92,6 +93,30 @@ def check_urls(plan, service) -> None:
                 problems.append({"field": field, "node": node["id"], "input": spec.name,
                                  "type": "url_not_allowed",
                                  "problem": exc.details[0]["problem"]})
+    if problems:
+        raise InvalidRequest("; ".join(f"{p['field']}: {p['problem']}" for p in problems),
+                             details=problems)
+
+
+def check_content(plan, service, account_id) -> None:
+    """Refuse, before anything is charged, a content id a node that will run would read
+    and the caller cannot see (``content_not_found``): every such node in one 400."""
+    problems = []
+    for node in plan["nodes"]:
+        node_type = service.registry.nodes.find(node["type"])
+        if node["status"] != "pending" or node_type is None:
+            continue
+        for spec in node_type.inputs:
+            value = node["inputs"].get(spec.name)
+            if not spec.content or not isinstance(value, str):
+                continue
+            field = f"nodes.{node['id']}.inputs.{spec.name}"
+            try:
+                service.library.get_for(account_id, value)
+            except NotFound:
+                problems.append({"field": field, "node": node["id"], "input": spec.name,
+                                 "type": "content_not_found",
+                                 "problem": "no content with this id is visible to you"})
     if problems:
         raise InvalidRequest("; ".join(f"{p['field']}: {p['problem']}" for p in problems),
                              details=problems)

@@ -44,6 +44,11 @@ class JobContext:
         self.stopped = None  # in a batch: the JobCancelled/JobExpired that took it out
 
     @property
+    def library(self):
+        """The content library (``content_id`` inputs read through it, tenant-checked)."""
+        return self._rt.library
+
+    @property
     def pipelines(self):
         """The worker's pipeline cache (loads torch on first use)."""
         return self._rt.pipelines

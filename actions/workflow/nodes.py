@@ -14,6 +14,7 @@ from actions.workflow.graph import PLACEHOLDER
 from actions.workflow.nodes_generate import GENERATE_IMAGE, IMAGE_TO_IMAGE_NODE
 from actions.workflow.nodes_image import (
     FRAMES_TO_VIDEO,
+    LOAD_CONTENT,
     LOAD_IMAGE,
     OVERLAY_TEXT,
     PRODUCT_LISTING,
@@ -97,7 +98,7 @@ OUTPUT = NodeType(
     run=run_output, is_output=True, cacheable=False,
 )
 
-CATALOGUE = NodeCatalogue((TEXT, NUMBER, SEED, LOAD_IMAGE, GENERATE_IMAGE,
+CATALOGUE = NodeCatalogue((TEXT, NUMBER, SEED, LOAD_IMAGE, LOAD_CONTENT, GENERATE_IMAGE,
                            IMAGE_TO_IMAGE_NODE, RESIZE, OVERLAY_TEXT, PRODUCT_LISTING,
                            FRAMES_TO_VIDEO, OUTPUT))
 

@@ -65,6 +65,22 @@ def run_load_image(ctx, inputs) -> dict:
     return {"image": load_image(fetched.content, max_pixels=MAX_IMAGE_PIXELS, field="url")}
 
 
+def run_load_content(ctx, inputs) -> dict:
+    """An image of the caller's content library (or shared with them), read from the
+    store and decoded within the same limits as a fetched image."""
+    ctx.progress(5)
+    item = ctx.library.get_for(ctx.account_id, inputs["content_id"])
+    if item.kind != "image":
+        raise InvalidRequest(f"content {item.id} is a {item.kind}, not an image",
+                             details=[{"field": "content_id", "problem": "not an image"}])
+    if item.size > MAX_IMAGE_BYTES:
+        raise InvalidRequest(f"content {item.id} is over {MAX_IMAGE_BYTES} bytes",
+                             details=[{"field": "content_id", "problem": "too large"}])
+    data = b"".join(ctx.library.open(item))
+    ctx.progress(70)
+    return {"image": load_image(data, max_pixels=MAX_IMAGE_PIXELS, field="content_id")}
+
+
 # ---------------------------------------------------------------- resize
 
 RESIZE_MODES = ("fit", "fill", "crop", "pad")
@@ -187,6 +203,17 @@ LOAD_IMAGE = NodeType(
                   help="Public http(s) URL of the image, or an image variable."),),
     outputs=(Output("image", "image"),),
     run=run_load_image, price=_flat(1), pricing_doc="1 credit", check=check_url,
+)
+
+LOAD_CONTENT = NodeType(
+    name="load_content", title="Load content",
+    description="Reads an image of your content library (an upload, a creation, or an "
+                "item shared with you) by its content id; always its newest version.",
+    inputs=(Input("content_id", "text", required=True, static=True, max_length=40,
+                  content=True, help="The content item's id (cnt_...)."),),
+    outputs=(Output("image", "image"),),
+    run=run_load_content, price=_flat(1), pricing_doc="1 credit",
+    cacheable=False,  # a new version changes what the same id reads
 )
 
 RESIZE = NodeType(

@@ -33,6 +33,9 @@ class Input:
     # A URL the worker fetches: checked against the outbound rule (CONTRACT 6) before
     # the run is charged, as every fetched URL is.
     url: bool = False
+    # A content item id the worker reads: the caller must be able to see it, checked
+    # before the run is charged.
+    content: bool = False
 
     def describe(self) -> dict:
         out = {"name": self.name, "type": self.type, "required": self.required,

@@ -40,6 +40,11 @@ class NodeContext:
         self._last_value = None
 
     @property
+    def library(self):
+        """The content library (``content_id`` inputs read through it, tenant-checked)."""
+        return self._rt.library
+
+    @property
     def pipelines(self):
         """The worker's pipeline cache (loads torch on first use)."""
         return self._rt.pipelines
