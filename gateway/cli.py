@@ -152,6 +152,7 @@ def cmd_worker(config, args):
     from gateway.services import install_worker_runtime
     from jobs import engine
     from jobs import queues as qnames
+    from jobs.content import maintenance as content_maintenance
     from jobs.workflows import executor
 
     rt = install_worker_runtime(config)
@@ -164,6 +165,7 @@ def cmd_worker(config, args):
             try:
                 engine.reap()
                 executor.reap()  # project runs: lost nodes, runs past their ttl
+                content_maintenance.tick(rt)  # analytics flush, expired uploads, staging
                 if failing:
                     print("reaper: working again", file=sys.stderr)
                 failing = False

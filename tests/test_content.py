@@ -356,3 +356,36 @@ def test_share_links_open_without_a_key_until_they_expire(lconfig, schema, make_
     clock.advance(3601)
     expired = client.simulate_get(path)
     assert expired.status_code == 404 and "expired" in expired.json["error"]["message"]
+
+
+def test_video_upload_is_probed_and_scrubbable(cclient, make_account):
+    from actions.generate_video import mp4
+
+    _, key = make_account(credits=5)
+    frames = [Image.new("RGB", (64, 48), (i * 20, 90, 160)) for i in range(12)]
+    clip = mp4(frames, 12)
+    resp = upload(cclient, key, clip, "clip.bin", tags="video")
+    assert resp.status_code == 201, resp.text
+    item = resp.json["data"]
+    assert (item["type"], item["contentType"], item["fileName"]) == ("video", "video/mp4",
+                                                                     "clip.mp4")
+    assert (item["width"], item["height"]) == (64, 48) and item["duration"] > 0.5
+    path = f"/content/{item['contentId']}/download"
+    part = cclient.simulate_get(path, headers={**bearer(key), "Range": "bytes=100-"})
+    assert part.status_code == 206 and part.content == clip[100:]
+    assert part.headers["content-type"] == "video/mp4"
+
+
+def test_staging_leftovers_are_swept(lconfig, tmp_path):
+    from jobs.content.maintenance import STAGING_MAX_AGE_S, sweep_staging
+
+    cfg = lconfig.replace(data_dir=tmp_path)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    old, fresh = staging / "up-old", staging / "up-new"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    past = old.stat().st_mtime - STAGING_MAX_AGE_S - 10
+    os.utime(old, (past, past))
+    assert sweep_staging(cfg) == 1
+    assert sorted(p.name for p in staging.iterdir()) == ["up-new"]
