@@ -39,7 +39,8 @@ def precheck(data: dict, service, account_id) -> dict:
             raise InvalidRequest("file_url: is required",
                                  details=[{"field": "file_url", "problem": "is required"}])
         staged = lib.stage_url(service.config, data["file_url"], policy=service.policy,
-                               filename=data.get("filename") or "")
+                               filename=data.get("filename") or "",
+                               max_bytes=library.upload_limit(account_id))
         data["_staged"] = staged
     library.check_quota(owner, staged)  # fast refusal; commit re-checks under the lock
     return data

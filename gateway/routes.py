@@ -73,6 +73,7 @@ def route_table(deps) -> list[tuple[str, object]]:
         ("/admin/accounts/{account_id}/keys", admin.AdminKeys()),
         ("/admin/keys/{key_id}", admin.AdminKey()),
         ("/admin/plans/{name}", admin.AdminPlan()),
+        ("/admin/plans/{name}/storage", admin.AdminPlanStorage()),
         ("/admin/prices/{action}", admin.AdminPrice(service)),
         ("/admin/receipts/{txn_receipt}/refund", admin.AdminRefund(deps)),
         # Identity (CONTRACT 2): the OAuth2 provider (docs/OAUTH.md)

@@ -57,6 +57,8 @@ MIGRATIONS = [
     # The content library (issue 12): blobs, items, versions, collaborations, daily
     # counts and resumable uploads.
     (10, "content library", migrations.create_tables(*content_models.ALL_MODELS)),
+    # Upload size limits and storage quotas per plan.
+    (11, "storage limits per plan", migrations.create_tables(*content_models.PLAN_MODELS)),
 ]
 
 

@@ -389,3 +389,24 @@ def test_staging_leftovers_are_swept(lconfig, tmp_path):
     os.utime(old, (past, past))
     assert sweep_staging(cfg) == 1
     assert sorted(p.name for p in staging.iterdir()) == ["up-new"]
+
+
+def test_limits_per_plan(lclient, make_account, admin_headers):
+    plan = "small" + os.urandom(3).hex()
+    assert lclient.simulate_put(f"/admin/plans/{plan}", json={"perMinute": 100, "perDay": 1000},
+                                headers=admin_headers).status_code == 200
+    resp = lclient.simulate_put(f"/admin/plans/{plan}/storage", headers=admin_headers,
+                                json={"uploadMaxBytes": 50_000, "quotaBytes": 70_000})
+    assert resp.status_code == 200 and resp.json["data"]["quotaBytes"] == 70_000
+    missing = lclient.simulate_put("/admin/plans/nope/storage", headers=admin_headers,
+                                   json={"quotaBytes": 1})
+    assert missing.status_code == 404
+    acct, key = make_account(credits=10, plan=plan)
+    usage = lclient.simulate_get("/storage/usage", headers=bearer(key)).json["data"]
+    assert (usage["uploadMaxBytes"], usage["quotaBytes"]) == (50_000, 70_000)
+    big = upload(lclient, key, png(140, 140, seed=20))  # ~59 KB
+    assert big.status_code == 413 and "upload limit" in big.json["error"]["message"]
+    assert upload(lclient, key, png(100, 100, seed=21)).status_code == 201  # ~30 KB
+    full = upload(lclient, key, png(125, 125, seed=22))  # ~47 KB: over the 70 KB quota
+    assert full.status_code == 413 and "quota" in full.json["error"]["message"]
+    assert rows(acct) == (1, 1) and ledger_sum(acct) == (9, 9)

@@ -9,10 +9,12 @@ collides with the account's own keys, and deleting the account deletes its recor
 
 from __future__ import annotations
 
+from actions.registry import check_schema
 from core.errors import InvalidRequest
 from gateway.envelope import ok
 from gateway.middleware import ADMIN
 from gateway.resources.common import account_view, json_body, key_view, ledger_view
+from jobs.content import library as content_lib
 from metering import idempotency, ledger, plans
 from oauth import keys
 from oauth.accounts import create_account, get_account
@@ -124,6 +126,26 @@ class AdminPlan(AdminResource):
         body = json_body(req)
         row = plans.set_plan(name, body.get("perMinute"), body.get("perDay"))
         ok(req, resp, {"name": row.name, "perMinute": row.per_minute, "perDay": row.per_day})
+
+
+BYTES = {"type": ["integer", "null"], "minimum": 1, "maximum": 2 ** 53,
+         "description": "Bytes; null: the deployment's default."}
+
+
+class AdminPlanStorage(AdminResource):
+    """A plan's upload limit and storage quota (docs/CONTENT.md); null or absent fields
+    fall back to UPLOAD_MAX_BYTES and STORAGE_QUOTA_BYTES."""
+
+    openapi_body = {"put": {"type": "object", "additionalProperties": False,
+                            "properties": {"uploadMaxBytes": BYTES, "quotaBytes": BYTES}}}
+
+    def on_put(self, req, resp, name):
+        body = json_body(req)
+        check_schema(self.openapi_body["put"], body)
+        row = content_lib.set_plan_storage(name, body.get("uploadMaxBytes"),
+                                             body.get("quotaBytes"))
+        ok(req, resp, {"name": row.plan, "uploadMaxBytes": row.upload_max_bytes,
+                       "quotaBytes": row.quota_bytes})
 
 
 class AdminPrice(AdminResource):

@@ -63,7 +63,7 @@ def own_user_id(req, value=None):
         raise NotFound("No such user")
 
 
-def read_multipart(req, config, *, file_field="file"):
+def read_multipart(req, config, *, file_field="file", max_bytes=None):
     """``(staged file, text fields)`` of a multipart/form-data upload, the file streamed to
     a staged temp file part by part (never held in memory). Refuses a body that is not
     multipart (415) or has no file (400)."""
@@ -80,7 +80,8 @@ def read_multipart(req, config, *, file_field="file"):
                             {"field": file_field, "problem": "sent more than once"}])
                     staged = lib.stage_stream(config, part.stream,
                                               filename=part.secure_filename
-                                              if part.filename else "", field=file_field)
+                                              if part.filename else "", field=file_field,
+                                              max_bytes=max_bytes)
                 elif part.name in TEXT_FIELDS or part.name in ("id", "customMetadata"):
                     fields[part.name] = part.get_text()
                 else:
@@ -134,7 +135,8 @@ class Upload(_Content):
     openapi_idempotent = True
 
     def on_post(self, req, resp):
-        staged, fields = read_multipart(req, self.config)
+        staged, fields = read_multipart(
+            req, self.config, max_bytes=self.library.upload_limit(req.context.caller.account_id))
         try:
             own_user_id(req, fields.get("userId"))
         except BaseException:

@@ -28,14 +28,21 @@ from pathlib import Path
 
 from peewee import fn
 
-from core.clock import SYSTEM, Clock
+from core.clock import SYSTEM, Clock, utcnow
 from core.errors import DomainError, Forbidden, InvalidRequest, NotFound, PayloadTooLarge
 from core.ids import new_id
 from core.timefmt import iso
 from jobs import views
 from jobs.content import inspect
 from jobs.content.links import LinkSigner
-from jobs.content.models import Blob, Collaboration, ContentDaily, ContentItem, ContentVersion
+from jobs.content.models import (
+    Blob,
+    Collaboration,
+    ContentDaily,
+    ContentItem,
+    ContentVersion,
+    PlanStorage,
+)
 from jobs.content.storage import CHUNK, BlobStore, Chunks
 from metering import ledger
 from metering.db import write_transaction
@@ -109,11 +116,11 @@ def stage_stream(config, stream, *, filename="", max_bytes=None, field="file") -
         raise
 
 
-def stage_path(config, path, *, filename="", field="file") -> Staged:
+def stage_path(config, path, *, filename="", field="file", max_bytes=None) -> Staged:
     """Stage a file already on local disk (a completed resumable upload): it is moved, not
     copied, and hashed once."""
     size = os.path.getsize(path)
-    limit = config.storage.upload_max_bytes
+    limit = max_bytes or config.storage.upload_max_bytes
     if size > limit:
         Path(path).unlink(missing_ok=True)
         raise _too_large(limit, field)
@@ -127,13 +134,13 @@ def stage_path(config, path, *, filename="", field="file") -> Staged:
         raise
 
 
-def stage_url(config, url, *, policy, filename="", field="file_url") -> Staged:
+def stage_url(config, url, *, policy, filename="", field="file_url", max_bytes=None) -> Staged:
     """Fetch ``url`` under the outbound rule (CONTRACT 6: no private or loopback address
     unless configured, redirects re-checked) straight to a staged file, with the upload
     limits: automation platforms hand files over as URLs."""
     from jobs import outbound
 
-    limit = config.storage.upload_max_bytes
+    limit = max_bytes or config.storage.upload_max_bytes
     fd, tmp = tempfile.mkstemp(dir=_staging(config), prefix="up-")
     digest, size = hashlib.sha256(), 0
     try:
@@ -183,6 +190,24 @@ def _safe_filename(name, ext) -> str:
     return f"{stem or 'file'}.{ext}"
 
 
+def set_plan_storage(plan, upload_max_bytes, quota_bytes) -> PlanStorage:
+    """Set a plan's upload limit and quota (None: the deployment's default)."""
+    from metering.models import Plan
+    from metering.plans import DEFAULT_PLAN
+
+    if plan != DEFAULT_PLAN and not Plan.select().where(Plan.name == plan).exists():
+        raise NotFound(f"No plan {plan!r}; create it with PUT /admin/plans/{plan} first")
+    with write_transaction():
+        (PlanStorage.insert(plan=plan, upload_max_bytes=upload_max_bytes,
+                            quota_bytes=quota_bytes, updated_at=utcnow())
+         .on_conflict(conflict_target=[PlanStorage.plan],
+                      update={PlanStorage.upload_max_bytes: upload_max_bytes,
+                              PlanStorage.quota_bytes: quota_bytes,
+                              PlanStorage.updated_at: utcnow()})
+         .execute())
+    return PlanStorage.get_by_id(plan)
+
+
 def parse_tags(value, field="tags") -> list[str]:
     """Seed 002's comma-separated tags (or a JSON list): trimmed, deduplicated, bounded."""
     if value is None or value == "":
@@ -223,22 +248,39 @@ class Library:
     def started_mib(size_bytes: int) -> int:
         return max(1, math.ceil(size_bytes / MIB))
 
+    def limits(self, account_id) -> tuple[int, int]:
+        """``(largest upload, storage quota)`` in bytes for the account's plan."""
+        storage = self.config.storage
+        row = (PlanStorage.select().join(Account, on=(Account.plan == PlanStorage.plan))
+               .where(Account.id == account_id).first())
+        if row is None:
+            return storage.upload_max_bytes, storage.quota_bytes
+        return (row.upload_max_bytes if row.upload_max_bytes is not None
+                else storage.upload_max_bytes,
+                row.quota_bytes if row.quota_bytes is not None else storage.quota_bytes)
+
+    def upload_limit(self, account_id) -> int:
+        return self.limits(account_id)[0]
+
     def usage_bytes(self, account_id) -> int:
         return int(Blob.select(fn.COALESCE(fn.SUM(Blob.size), 0))
                    .where(Blob.account == account_id).scalar() or 0)
 
     def quota_left(self, account_id) -> int:
-        return self.config.storage.quota_bytes - self.usage_bytes(account_id)
+        return self.limits(account_id)[1] - self.usage_bytes(account_id)
 
     def check_quota(self, account_id, staged: Staged) -> None:
         """Refuse when the bytes would not fit; identical bytes already held are free."""
         if Blob.get_or_none(Blob.account == account_id, Blob.sha256 == staged.sha256):
             return
-        left = self.quota_left(account_id)
+        limit, quota = self.limits(account_id)
+        if staged.size > limit:
+            raise _too_large(limit, "file")
+        left = quota - self.usage_bytes(account_id)
         if staged.size > left:
             raise PayloadTooLarge(
                 f"The file ({staged.size} bytes) is over the storage quota: "
-                f"{max(left, 0)} of {self.config.storage.quota_bytes} bytes left",
+                f"{max(left, 0)} of {quota} bytes left",
                 details=[{"field": "file", "problem": "over the storage quota"}])
 
     # --- access ----------------------------------------------------------------------
@@ -441,12 +483,12 @@ class Library:
 
     def usage(self, account_id) -> dict:
         used = self.usage_bytes(account_id)
-        quota = self.config.storage.quota_bytes
+        upload_max, quota = self.limits(account_id)
         counts = {kind: n for kind, n in (
             ContentItem.select(ContentItem.kind, fn.COUNT(ContentItem.id))
             .where(ContentItem.account == account_id).group_by(ContentItem.kind).tuples())}
         return {"userId": account_id, "bytesUsed": used, "quotaBytes": quota,
-                "bytesAvailable": max(quota - used, 0),
+                "bytesAvailable": max(quota - used, 0), "uploadMaxBytes": upload_max,
                 "percentUsed": round(100.0 * used / quota, 2) if quota else 100.0,
                 "itemCount": sum(counts.values()),
                 "byType": {"image": counts.get("image", 0), "video": counts.get("video", 0)}}

@@ -126,4 +126,16 @@ class TusUpload(BaseModel):
     created_at = DateTimeField(default=utcnow)
 
 
+class PlanStorage(BaseModel):
+    """A rate-limit plan's upload limits (``PUT /admin/plans/{name}/storage``); a plan
+    without a row, or a null field, has the deployment's ``UPLOAD_MAX_BYTES`` and
+    ``STORAGE_QUOTA_BYTES``."""
+
+    plan = CharField(primary_key=True, max_length=64)
+    upload_max_bytes = BigIntegerField(null=True)
+    quota_bytes = BigIntegerField(null=True)
+    updated_at = DateTimeField(default=utcnow)
+
+
 ALL_MODELS = [Blob, ContentItem, ContentVersion, Collaboration, ContentDaily, TusUpload]
+PLAN_MODELS = [PlanStorage]
