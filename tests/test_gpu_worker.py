@@ -19,8 +19,10 @@ from falcon.testing import TestClient
 from PIL import Image, ImageChops
 from rq.job import Job
 
-from async_support import burst, start_worker, stop_worker, worker_env
+from async_support import burst, output_path, start_worker, stop_worker, worker_env
 from conftest import ROOT, bearer, ledger_sum, make_app
+from jobs.content.models import ContentItem
+from metering import db as dbmod
 
 pytestmark = pytest.mark.slow
 
@@ -98,8 +100,7 @@ def final(client, key, uid, timeout=120):
 
 
 def image_of(config, output):
-    uid, name = output["url"].rsplit("/", 2)[-2:]
-    image = Image.open(io.BytesIO((config.data_dir / "outputs" / uid / name).read_bytes()))
+    image = Image.open(io.BytesIO(output_path(config, output["url"]).read_bytes()))
     image.load()
     assert image.format == "PNG"
     return image
@@ -215,6 +216,8 @@ def test_member_cancelled_during_a_batch_is_refunded_and_its_images_discarded(
     assert (dropped["status"], dropped["error"]["code"]) == ("cancelled", "CANCELLED")
     assert dropped["outputs"] == [] and dropped["refundReceipt"]
     assert not (wconfig.data_dir / "outputs" / drop).exists()  # its images were discarded
+    with dbmod.connection():  # and never became content items
+        assert not ContentItem.select().where(ContentItem.composition_uid == drop).exists()
     assert kept["status"] == "completed", kept
     (out,) = kept["outputs"]
     assert out["batch"]["jobs"] == 2 and out["seed"] == 1
