@@ -383,6 +383,7 @@ class StorageConfig:
     link_secret: str = dataclasses.field(default="", repr=False)
     # OUTPUT_LINK_SECONDS: how long the signed URL of an action's output stays valid
     output_link_seconds: int = 30 * 24 * 3600
+    tus_expiry_seconds: int = 24 * 3600  # TUS_EXPIRY_SECONDS: an unfinished upload's life
 
     @classmethod
     def from_env(cls, env) -> StorageConfig:
@@ -405,6 +406,7 @@ class StorageConfig:
             quota_bytes=_int(env, "STORAGE_QUOTA_BYTES", 1024 * 1024 * 1024, 0),
             upload_max_pixels=_int(env, "UPLOAD_MAX_PIXELS", 40_000_000, 1),
             link_secret=(env.get("CONTENT_LINK_SECRET") or "").strip(),
+            tus_expiry_seconds=_int(env, "TUS_EXPIRY_SECONDS", 24 * 3600, 60, 30 * 24 * 3600),
             output_link_seconds=_int(env, "OUTPUT_LINK_SECONDS", 30 * 24 * 3600, 60,
                                      10 * 365 * 24 * 3600),
         )

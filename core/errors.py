@@ -102,3 +102,27 @@ class RangeNotSatisfiable(DomainError):
         super().__init__(f"The requested range is outside the content's {size} bytes",
                          details=[{"field": "Range", "problem": f"must start below {size}"}])
         self.size = size
+
+
+class PreconditionFailed(DomainError):
+    """A protocol precondition the request does not meet (tus: an unsupported version)."""
+
+    code = "PRECONDITION_FAILED"
+
+
+class Gone(DomainError):
+    """It existed and has expired (a resumable upload past its expiry)."""
+
+    code = "GONE"
+
+
+class Locked(DomainError):
+    """Another request is changing the same thing right now (a concurrent tus PATCH)."""
+
+    code = "LOCKED"
+
+
+class ChecksumMismatch(DomainError):
+    """The bytes sent do not match the checksum sent with them (tus checksum extension)."""
+
+    code = "CHECKSUM_MISMATCH"

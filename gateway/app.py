@@ -18,6 +18,7 @@ from core.clock import SYSTEM, Clock
 from gateway import edge, errors, metrics, middleware, openapi
 from gateway.routes import route_table
 from gateway.services import Services, build_services
+from jobs.content.stats import Analytics
 from metering.concurrency import WaitSlots
 from metering.payments.providers import build_provider
 from metering.payments.purchases import PurchaseService
@@ -44,6 +45,8 @@ class Deps:
     openapi: object = None
     # Buying credits (docs/PAYMENTS.md): the configured PayPal provider, built once.
     payments: PurchaseService | None = None
+    # Views and downloads of content items (jobs.content.stats.Analytics)
+    analytics: Analytics | None = None
 
     # The shared services, by the names resources use.
     config = property(lambda self: self.services.config)
@@ -74,6 +77,7 @@ def build_deps(config, *, registry: Registry | None = None, clock: Clock = SYSTE
         wait_slots=WaitSlots.from_config(config, s.redis, clock),
         payments=PurchaseService(build_provider(config.payments, config.public_base_url),
                                  config.payments, clock=clock, ids=s.ids),
+        analytics=Analytics(s.redis, config.redis_prefix, clock),
     )
 
 

@@ -23,6 +23,7 @@ STATUS = {
     "CONFLICT": 409, "IDEMPOTENCY_IN_PROGRESS": 409, "PAYLOAD_TOO_LARGE": 413,
     "UNSUPPORTED_MEDIA_TYPE": 415, "RANGE_NOT_SATISFIABLE": 416, "IDEMPOTENCY_KEY_REUSED": 422,
     "RATE_LIMITED": 429,
+    "PRECONDITION_FAILED": 412, "GONE": 410, "LOCKED": 423, "CHECKSUM_MISMATCH": 460,
     "INTERNAL_ERROR": 500, "SERVICE_UNAVAILABLE": 503, "GATEWAY_TIMEOUT": 504,
 }
 
@@ -47,7 +48,13 @@ UNAVAILABLE = (
 
 
 def _send(req, resp, code, message, status, details=None, headers=None):
-    resp.status = falcon.code_to_http_status(status)
+    # 460 is the tus checksum extension's own status; Falcon knows no reason phrase for it
+    resp.status = "460 Checksum Mismatch" if status == 460 else falcon.code_to_http_status(
+        status)
+    # Headers a resource's protocol puts on every answer, errors included (tus:
+    # Tus-Resumable); a resource sets them in req.context.protocol_headers.
+    for name, value in (getattr(req.context, "protocol_headers", None) or {}).items():
+        resp.set_header(name, value)
     resp.media = error(req, code, message, status, details)
     resp.content_type = falcon.MEDIA_JSON
     for name, value in (headers or {}).items():

@@ -27,6 +27,10 @@ from metering.db import database
 from oauth.scopes import required_scope
 
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Bodies that are files: limited by the upload limit (UPLOAD_MAX_BYTES, and per plan where
+# they are read), not MAX_BODY_BYTES. Exact paths, and the prefix of tus upload URLs.
+UPLOAD_PATHS = ("/upload", "/uploadFile")
+UPLOAD_PREFIX = "/uploads"
 
 # Resource ``auth`` policies.
 NONE, ACCOUNT, ADMIN, ADDRESS = "none", "account", "admin", "address"
@@ -44,7 +48,10 @@ class RequestContext:
             else "req_" + secrets.token_hex(12)
         req.context.caller = None
         req.context.ratelimit = None
-        if req.content_length and req.content_length > self.max_body:
+        upload = req.path in UPLOAD_PATHS or req.path == UPLOAD_PREFIX or \
+            req.path.startswith(UPLOAD_PREFIX + "/")
+        # A file body is limited by its resource, to the caller's plan, while it streams.
+        if not upload and req.content_length and req.content_length > self.max_body:
             raise PayloadTooLarge(f"The request body is over {self.max_body} bytes")
 
     def process_response(self, req, resp, resource, req_succeeded):

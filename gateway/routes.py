@@ -8,6 +8,7 @@ from gateway.resources import (
     admin,
     aimg,
     billing,
+    collaborations,
     compositions,
     content,
     credits,
@@ -18,6 +19,7 @@ from gateway.resources import (
     posts,
     project_runs,
     projects,
+    resumable,
     sessions,
     social,
     workflows2,
@@ -134,6 +136,14 @@ def route_table(deps) -> list[tuple[str, object]]:
         ("/links/{content_id}", content.ContentLink(deps)),
         ("/links/{content_id}/{name}", content.ContentLink(deps)),
         ("/storage/usage", content.StorageUsage(deps)),
+        # Collaborations and analytics (seed 002; docs/CONTENT.md)
+        ("/collaboration/create", collaborations.CollaborationCreate(deps)),
+        ("/collaboration/list", collaborations.CollaborationList(deps)),
+        ("/collaboration/{collaboration_id}", collaborations.CollaborationItem(deps)),
+        ("/analytics", collaborations.ContentAnalytics(deps)),
+        # Resumable uploads (tus 1.0; docs/CONTENT.md)
+        ("/uploads", resumable.TusUploads(deps)),
+        ("/uploads/{upload_id}", resumable.TusUpload(deps)),
         # Payments (seed 000; docs/PAYMENTS.md)
         ("/api/paypal/create", payments.PayPalCreate(deps.payments)),
         ("/api/paypal/execute", payments.PayPalExecute(deps.payments)),

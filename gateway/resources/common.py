@@ -8,6 +8,7 @@ import re
 import time
 from urllib.parse import urlencode
 
+import falcon
 from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
@@ -18,6 +19,7 @@ from core.timefmt import iso
 from gateway.edge import strict_loads
 from gateway.envelope import ok
 from jobs import engine, events, views
+from jobs.content import library as lib
 from jobs.models import Composition
 
 MAX_LIMIT = 100
@@ -53,6 +55,12 @@ def _is_chunked(req) -> bool:
         "chunked" in (req.get_header("Transfer-Encoding") or "").lower()
 
 
+def body_stream(req):
+    """The request body as a stream: Falcon's bounded stream stops at Content-Length, so a
+    chunked body (none) is read from the server's own stream, which ends where it ends."""
+    return req.stream if _is_chunked(req) else req.bounded_stream
+
+
 def _chunked_json(req):
     """A chunked body (no Content-Length): read it, up to the size limit, and parse it.
 
@@ -68,6 +76,43 @@ def _chunked_json(req):
         return strict_loads(raw)  # the same parser as every other JSON body (gateway.edge)
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("Malformed JSON body") from None
+
+
+def read_multipart(req, config, text_fields, *, file_field="file", max_bytes=None):
+    """``(staged file, text fields)`` of a multipart/form-data upload, the file streamed to
+    a staged temp file part by part (never held in memory); parts not named in
+    ``text_fields`` are skipped unread. Refuses a body that is not multipart (415) or has
+    no file (400). Shared by ``/upload`` (seed 002) and ``/uploadFile`` (seed 003)."""
+    ctype = (req.content_type or "").split(";")[0].strip().lower()
+    if ctype != "multipart/form-data":
+        raise UnsupportedMediaType("Send the file as multipart/form-data with a `file` part")
+    staged, fields = None, {}
+    try:
+        try:
+            for part in req.get_media():
+                if part.name == file_field and (part.filename is not None or staged is None):
+                    if staged is not None:
+                        raise InvalidRequest("Send one file per upload", details=[
+                            {"field": file_field, "problem": "sent more than once"}])
+                    staged = lib.stage_stream(config, part.stream,
+                                              filename=part.secure_filename
+                                              if part.filename else "", field=file_field,
+                                              max_bytes=max_bytes)
+                elif part.name in text_fields:
+                    fields[part.name] = part.get_text()
+                else:
+                    part.stream.exhaust()
+        except falcon.MediaMalformedError as exc:
+            raise InvalidRequest(f"Malformed multipart body: {exc.description or 'unreadable'}"
+                                 ) from None
+        if staged is None:
+            raise InvalidRequest("file: is required (a multipart part named file)",
+                                 details=[{"field": file_field, "problem": "is required"}])
+        return staged, fields
+    except BaseException:
+        if staged is not None:
+            staged.discard()
+        raise
 
 
 INT64_MAX = 2**63 - 1  # the widest integer column; every integer parameter stays within it

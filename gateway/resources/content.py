@@ -12,10 +12,8 @@ from __future__ import annotations
 import datetime as dt
 from urllib.parse import urlencode
 
-import falcon
-
 from actions.registry import check_schema
-from core.errors import InvalidRequest, NotFound, UnsupportedMediaType
+from core.errors import InvalidRequest, NotFound
 from core.timefmt import iso
 from gateway import metrics
 from gateway.envelope import ok
@@ -27,6 +25,7 @@ from gateway.resources.common import (
     json_body,
     list_params,
     next_url,
+    read_multipart,
     send_content,
 )
 from jobs.content import library as lib
@@ -61,42 +60,6 @@ def own_user_id(req, value=None):
     user_id = value if value is not None else req.get_param("userId")
     if user_id not in (None, "") and user_id != req.context.caller.account_id:
         raise NotFound("No such user")
-
-
-def read_multipart(req, config, *, file_field="file", max_bytes=None):
-    """``(staged file, text fields)`` of a multipart/form-data upload, the file streamed to
-    a staged temp file part by part (never held in memory). Refuses a body that is not
-    multipart (415) or has no file (400)."""
-    ctype = (req.content_type or "").split(";")[0].strip().lower()
-    if ctype != "multipart/form-data":
-        raise UnsupportedMediaType("Send the file as multipart/form-data with a `file` part")
-    staged, fields = None, {}
-    try:
-        try:
-            for part in req.get_media():
-                if part.name == file_field and (part.filename is not None or staged is None):
-                    if staged is not None:
-                        raise InvalidRequest("Send one file per upload", details=[
-                            {"field": file_field, "problem": "sent more than once"}])
-                    staged = lib.stage_stream(config, part.stream,
-                                              filename=part.secure_filename
-                                              if part.filename else "", field=file_field,
-                                              max_bytes=max_bytes)
-                elif part.name in TEXT_FIELDS or part.name in ("id", "customMetadata"):
-                    fields[part.name] = part.get_text()
-                else:
-                    part.stream.exhaust()
-        except falcon.MediaMalformedError as exc:
-            raise InvalidRequest(f"Malformed multipart body: {exc.description or 'unreadable'}"
-                                 ) from None
-        if staged is None:
-            raise InvalidRequest("file: is required (a multipart part named file)",
-                                 details=[{"field": file_field, "problem": "is required"}])
-        return staged, fields
-    except BaseException:
-        if staged is not None:
-            staged.discard()
-        raise
 
 
 def answer_outcome(req, resp, outcome, name="upload"):
@@ -136,7 +99,8 @@ class Upload(_Content):
 
     def on_post(self, req, resp):
         staged, fields = read_multipart(
-            req, self.config, max_bytes=self.library.upload_limit(req.context.caller.account_id))
+            req, self.config, TEXT_FIELDS,
+            max_bytes=self.library.upload_limit(req.context.caller.account_id))
         try:
             own_user_id(req, fields.get("userId"))
         except BaseException:
@@ -225,6 +189,8 @@ class ContentResource(_Content):
     def on_get(self, req, resp, content_id):
         own_user_id(req)
         item = self.library.get_for(req.context.caller.account_id, content_id)
+        if self.deps.analytics is not None:
+            self.deps.analytics.count(item.id, "views")
         ok(req, resp, self._json(req, item))
 
     def on_delete(self, req, resp, content_id):
@@ -290,9 +256,8 @@ class ContentDownload(_Content):
         version = (self.library.version_of(item, int_param(req, "version", 1, 1, 1000000))
                    if number is not None else None)
         verify = req.get_param_as_bool("verify") or False
-        counter = getattr(self.deps, "analytics", None)
-        if counter is not None and req.method == "GET":
-            counter.count(item.id, "downloads")
+        if self.deps.analytics is not None and req.method == "GET":
+            self.deps.analytics.count(item.id, "downloads")
         if version is None:
             send_content(req, resp, self.library, item, verify=verify)
         else:
@@ -373,9 +338,8 @@ class ContentLink(_Content):
                                            lib.ContentVersion.sha256 == sha))
         if version is None:
             raise NotFound("This link is invalid or has expired")  # the item was deleted
-        counter = getattr(self.deps, "analytics", None)
-        if counter is not None and req.method == "GET":
-            counter.count(item.id, "downloads")
+        if self.deps.analytics is not None and req.method == "GET":
+            self.deps.analytics.count(item.id, "downloads")
         send_content(req, resp, self.library, item, sha256=sha, size=version.size,
                      content_type=version.content_type, filename=version.filename)
         resp.set_header("Cache-Control", "public, max-age=300")  # the link is the secret

@@ -289,7 +289,8 @@ def _own_user_id(req):
 
 
 class Usage:
-    """``GET /api/usage``: per-action calls and credits over the last ``days`` (30)."""
+    """``GET /api/usage``: calls and credits per action over the last ``days`` (30), and
+    per UTC day and action in ``daily`` (seed 002), read from the ledger."""
 
     auth = ACCOUNT
     scope = "credits:read"
@@ -314,6 +315,7 @@ class Usage:
             "totalRefunded": sum(a["creditsRefunded"] for a in actions),
             "usages": usage.debit_count(account_id),
             "actions": actions,
+            "daily": usage.usage_by_day(account_id, since),
         })
 
 

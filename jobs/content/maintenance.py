@@ -52,4 +52,19 @@ def tick(rt, *, force=False) -> None:
 
 
 def _steps(rt):
+    from jobs.content.resumable import Uploads
+    from metering.db import connection
+
+    def reap_uploads():
+        with connection():
+            Uploads(rt.config, rt.redis, rt.clock, rt.ids).reap_expired()
+
+    def flush_analytics():
+        from jobs.content.stats import Analytics
+
+        with connection():
+            Analytics(rt.redis, rt.config.redis_prefix, rt.clock).flush()
+
     yield "staging", lambda: sweep_staging(rt.config)
+    yield "expired uploads", reap_uploads
+    yield "analytics", flush_analytics
