@@ -376,16 +376,15 @@ class Library:
         Outputs were paid for by their action, so they are never refused for the quota
         (they count in usage) and cost nothing more. Our own encodings carry no camera
         metadata, so they are stored as written, not re-encoded."""
-        fd, tmp = tempfile.mkstemp(dir=_staging(self.config), prefix="out-")
-        try:
+        tmp = None
+        if path is None:  # bytes in memory: staged to a file the store can read
+            fd, tmp = tempfile.mkstemp(dir=_staging(self.config), prefix="out-")
             with os.fdopen(fd, "wb") as out:
-                if data is not None:
-                    out.write(data)
-                else:
-                    with open(path, "rb") as src:
-                        shutil.copyfileobj(src, out, CHUNK)
+                out.write(data)
+            path = tmp
+        try:
             try:
-                ctype = inspect.sniff(tmp)
+                ctype = inspect.sniff(path)
             except DomainError:
                 return None
             kind = ctype.split("/")[0]
@@ -393,10 +392,10 @@ class Library:
             if kind == "image":
                 from PIL import Image
 
-                with Image.open(tmp) as img:
+                with Image.open(path) as img:
                     width, height = img.size
-            staged = Staged(path=tmp, size=os.path.getsize(tmp), sha256=_sha256_file(tmp),
-                            content_type=ctype, kind=kind,
+            staged = Staged(path=str(path), size=os.path.getsize(path),
+                            sha256=_sha256_file(path), content_type=ctype, kind=kind,
                             filename=_safe_filename(name, inspect.ALLOWED[ctype]),
                             width=width, height=height)
             with write_transaction():
@@ -406,7 +405,8 @@ class Library:
             return {"url": self.link(item, self.config.storage.output_link_seconds)[0],
                     "contentId": item.id}
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
 
     def update_metadata(self, viewer_id, content_id, *, description=None, tags=None):
         item = self.get_for(viewer_id, content_id, WRITE)
