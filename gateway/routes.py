@@ -12,6 +12,7 @@ from gateway.resources import (
     compositions,
     content,
     credits,
+    files,
     hooks,
     oauth2,
     ops,
@@ -144,6 +145,13 @@ def route_table(deps) -> list[tuple[str, object]]:
         # Resumable uploads (tus 1.0; docs/CONTENT.md)
         ("/uploads", resumable.TusUploads(deps)),
         ("/uploads/{upload_id}", resumable.TusUpload(deps)),
+        # Files (seeds 000 and 003) over the content library
+        ("/api/file/get", files.FileGet(deps)),
+        ("/api/file/list", files.FileList(deps)),
+        ("/uploadFile", files.UploadFile(deps)),
+        ("/getFile", files.GetFile(deps)),
+        ("/getFileMetadata", files.GetFileMetadata(deps)),
+        ("/removeFile", files.RemoveFile(deps)),
         # Payments (seed 000; docs/PAYMENTS.md)
         ("/api/paypal/create", payments.PayPalCreate(deps.payments)),
         ("/api/paypal/execute", payments.PayPalExecute(deps.payments)),

@@ -51,6 +51,6 @@ class LinkSigner:
             exp = int(exp)
         except (TypeError, ValueError):
             return False
-        if exp < now_s or not isinstance(sig, str):
+        if exp < now_s or not isinstance(sig, str) or not sig.isascii():
             return False
         return hmac.compare_digest(self._sig(content_id, sha256, exp), sig)

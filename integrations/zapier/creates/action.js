@@ -10,7 +10,10 @@ const snapshot = require('../catalogue.snapshot.json');
 
 // Actions with a create of their own (a richer form than the catalogue's fields can
 // describe): the generic create is not built for them, and their create's key is this.
-const DEDICATED = { 'run-project': 'run_project' }; // creates/run_project.js
+const DEDICATED = {
+  'run-project': 'run_project', // creates/run_project.js
+  upload: 'upload_file', // creates/upload_file.js
+};
 
 // Zapier keys: letters first, then letters, digits and underscores.
 const createKey = (name) => DEDICATED[name] || `run_${name.replace(/[^A-Za-z0-9]+/g, '_')}`;

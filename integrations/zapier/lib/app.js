@@ -8,7 +8,9 @@ const authentication = require('./authentication');
 const { addAuthHeader, handleEnvelope } = require('./common');
 const { creates } = require('../creates/action');
 const runProject = require('../creates/run_project');
+const uploadFile = require('../creates/upload_file');
 const hooks = require('../triggers/composition_hooks');
+const newContent = require('../triggers/new_content');
 const newPost = require('../triggers/new_post');
 const projectList = require('../triggers/project_list');
 const projectRunFinished = require('../triggers/project_run_finished');
@@ -34,10 +36,11 @@ const buildApp = ({ authType = 'oauth2' } = {}) => {
     authentication: authType === 'api_key' ? authentication.apiKey : authentication.oauth2,
     beforeRequest: [addAuthHeader(authType)],
     afterResponse: [handleEnvelope(authType)],
-    triggers: byKey([newPost, hooks.completed, hooks.failed, projectList, projectRunFinished]
+    triggers: byKey([newPost, newContent, hooks.completed, hooks.failed, projectList,
+      projectRunFinished]
       .map(stripHelpers)),
     searches: byKey([stripHelpers(receipt)]),
-    creates: byKey([...creates, stripHelpers(runProject)]),
+    creates: byKey([...creates, stripHelpers(runProject), stripHelpers(uploadFile)]),
   };
 };
 

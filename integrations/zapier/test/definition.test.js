@@ -147,3 +147,35 @@ describe('project runs (definition)', () => {
     items.should.eql([{ id: 'comp_0123', event: 'run.completed', ...composition }]);
   });
 });
+
+describe('content library (definition)', () => {
+  const app = buildApp({ authType: 'api_key' });
+  const uploadFile = require('../creates/upload_file');
+
+  it('has an Upload File create for the upload action, not a generic one', () => {
+    snapshot.actions.map((a) => a.name).should.containEql('upload');
+    createKey('upload').should.equal('upload_file');
+    should.not.exist(app.creates.run_upload);
+    const create = app.creates.upload_file;
+    create.display.label.should.equal('Upload File');
+    const file = create.operation.inputFields.find((f) => f.key === 'file');
+    file.should.have.properties({ type: 'file', required: true });
+    should.not.exist(create.operation.performResume);
+    create.operation.sample.id.should.equal(create.operation.sample.contentId);
+  });
+
+  it('sends the file (a URL) as file_url with only the filled-in fields', () => {
+    uploadFile.bodyFor({ file: 'https://files.example/a.png', description: '', tags: 'a,b' })
+      .should.eql({ file_url: 'https://files.example/a.png', tags: 'a,b' });
+    uploadFile.bodyFor({ file: 'https://files.example/a.png', tags: ['a', 'b'], content_id: 'cnt_1' })
+      .should.eql({ file_url: 'https://files.example/a.png', tags: 'a,b', content_id: 'cnt_1' });
+  });
+
+  it('has a New Content polling trigger keyed by contentId', () => {
+    const trigger = app.triggers.new_content;
+    trigger.display.label.should.equal('New Content');
+    trigger.operation.type.should.equal('polling');
+    trigger.operation.sample.id.should.equal(trigger.operation.sample.contentId);
+    trigger.operation.inputFields.map((f) => f.key).should.eql(['type', 'source', 'tag']);
+  });
+});

@@ -452,6 +452,49 @@ describe('live gateway', function () {
     });
   });
 
+  describe('content library', () => {
+    let uploaded;
+
+    it('Upload File sends the file URL to the upload action and returns the item', async function () {
+      if (!env.imageUrl) {
+        this.skip();
+      }
+      uploaded = await appTester(App.creates.upload_file.operation.perform, apiKeyBundle({
+        inputData: { file: env.imageUrl, description: 'from zapier', tags: 'zapier,test' },
+      }));
+      uploaded.id.should.equal(uploaded.contentId);
+      uploaded.id.should.match(/^cnt_/);
+      uploaded.type.should.equal('image');
+      uploaded.description.should.equal('from zapier');
+      uploaded.tags.should.eql(['zapier', 'test']);
+      uploaded.meta.creditsUsed.should.be.aboveOrEqual(1);
+      uploaded.meta.txnReceipt.should.match(/^txn_/);
+    });
+
+    it('New Content lists it first, with id = contentId, and filters by tag', async function () {
+      if (!uploaded) {
+        this.skip();
+      }
+      const items = await appTester(App.triggers.new_content.operation.perform, apiKeyBundle());
+      items[0].id.should.equal(uploaded.id);
+      items.forEach((item) => item.id.should.equal(item.contentId));
+      const tagged = await appTester(App.triggers.new_content.operation.perform,
+        apiKeyBundle({ inputData: { tag: 'zapier', type: 'image' } }));
+      tagged.map((i) => i.id).should.containEql(uploaded.id);
+      const none = await appTester(App.triggers.new_content.operation.perform,
+        apiKeyBundle({ inputData: { tag: 'no-such-tag' } }));
+      none.should.eql([]);
+    });
+
+    it('a file URL the gateway refuses is its 400 error', async () => {
+      const err = await appTester(App.creates.upload_file.operation.perform, apiKeyBundle({
+        inputData: { file: 'ftp://files.example/a.png' },
+      })).then(() => null, (e) => e);
+      should.exist(err);
+      parseAppError(err).status.should.equal(400);
+    });
+  });
+
   describe('receipt search', () => {
     it('finds a receipt', async () => {
       const echo = await appTester(App.creates.run_echo.operation.perform,
