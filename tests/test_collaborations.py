@@ -132,3 +132,47 @@ def test_api_usage_per_day(lclient, make_account):
     daily = {(d["action"]): d for d in data["daily"]}
     assert daily["echo"]["calls"] == 2 and daily["echo"]["credits"] == 2
     assert daily["upload"]["calls"] == 1 and len(daily["upload"]["date"]) == 10
+
+
+def test_two_flushes_at_once_count_once_and_orphans_are_adopted(config, schema, make_account):
+    """A second flush runs while the first holds a day's counts (between its read and its
+    database write): nothing is added twice; a claim its flusher never finished is taken
+    over once it is old enough."""
+    import redis as redis_lib
+
+    from conftest import REDIS_BASE
+    from core.clock import ManualClock
+    from jobs.content import stats
+    from jobs.content.models import ContentDaily
+    from metering import db as dbmod
+
+    clock = ManualClock()
+    client = TestClient(make_app(config, clock=clock))
+    _, key = make_account(credits=5)
+    cid = upload(client, key, png(8, 8, 7)).json["data"]["contentId"]
+    real = redis_lib.Redis.from_url(REDIS_BASE)
+    other = stats.Analytics(real, config.redis_prefix, clock)
+
+    class Interleaved:  # the first flusher's Redis: the other flushes right after a read
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def hgetall(self, name):
+            out = real.hgetall(name)
+            other.flush()
+            return out
+
+    first = stats.Analytics(Interleaved(), config.redis_prefix, clock)
+    for _ in range(3):
+        first.count(cid, "views")
+    with dbmod.connection():
+        first.flush()
+        assert ContentDaily.get(ContentDaily.content == cid).views == 3
+        first.count(cid, "views")
+        orphan = other._claim(other._key(clock.now().date().isoformat()))
+        other.flush()
+        assert real.exists(orphan)  # fresh: its flusher may still be storing it
+        clock.advance(stats.ADOPT_AFTER_S + 1)
+        other.flush()
+        assert not real.exists(orphan)
+        assert ContentDaily.get(ContentDaily.content == cid).views == 4

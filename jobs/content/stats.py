@@ -24,6 +24,7 @@ from metering.db import write_transaction
 log = logging.getLogger(__name__)
 KINDS = ("views", "downloads")
 KEEP_S = 7 * 24 * 3600  # unflushed counts older than this are dropped by Redis
+ADOPT_AFTER_S = 300  # a claimed hash this old was left by a flusher that died
 
 
 class Analytics:
@@ -49,17 +50,35 @@ class Analytics:
         pattern = f"{self.prefix}:content:stats:*"
         for raw in list(self.redis.scan_iter(match=pattern, count=100)):
             key = raw.decode() if isinstance(raw, bytes) else raw
-            if ":flushing:" in key:
-                taken = key  # a flusher died after its rename: finish its work
-            else:
-                taken = f"{key}:flushing:{secrets.token_hex(6)}"
-                try:
-                    self.redis.rename(key, taken)
-                except ResponseError:  # "no such key": another flusher took it first
-                    log.debug("content analytics: %s already taken", key)
-                    continue
-            moved += self._store(taken)
+            if ":flushing:" in key and not self._orphaned(key):
+                continue  # another flusher is storing it right now
+            taken = self._claim(key)
+            if taken is not None:
+                moved += self._store(taken)
         return moved
+
+    def _claim(self, key) -> str | None:
+        """Rename ``key`` to a name of this flusher's own, stamped with the time, so only
+        one flusher stores a hash; None when another took it first."""
+        base = key.split(":flushing:")[0]
+        stamp = self.clock.now().strftime("%Y%m%dT%H%M%S")
+        taken = f"{base}:flushing:{stamp}:{secrets.token_hex(6)}"
+        try:
+            self.redis.rename(key, taken)
+        except ResponseError:  # "no such key": another flusher took it first
+            log.debug("content analytics: %s already taken", key)
+            return None
+        return taken
+
+    def _orphaned(self, key) -> bool:
+        """A claimed hash older than ``ADOPT_AFTER_S``: its flusher died before storing it
+        (a live one stores within seconds), so it is taken over instead of lost."""
+        try:
+            stamp = dt.datetime.strptime(key.split(":flushing:")[1][:15], "%Y%m%dT%H%M%S")
+        except (IndexError, ValueError):
+            return True  # not of our making: take it
+        age = (self.clock.now().replace(tzinfo=None) - stamp).total_seconds()
+        return age > ADOPT_AFTER_S
 
     def _store(self, taken) -> int:
         day = dt.date.fromisoformat(taken.split(":content:stats:")[1][:10])
