@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: run test install install-test lint services bench bench-jobs bench-gen bench-failopen bench-workflow clean
+.PHONY: run test install install-test lint services bench bench-jobs bench-gen bench-failopen bench-workflow bench-upload clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ bench-failopen: install-test services
 ## make bench-workflow: project-run engine overhead per node vs the node functions called directly
 bench-workflow: install-test services
 	$(BIN)/python bench/workflow_bench.py
+
+## make bench-upload: a 200 MiB video through POST /upload and tus vs the storage backend directly
+bench-upload: install-test services
+	$(BIN)/python bench/upload_bench.py
 
 lint:
 	$(BIN)/ruff check .
