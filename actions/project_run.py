@@ -69,38 +69,31 @@ def precheck(data, service, account_id):
         graph_doc, name = projects.decoded(project, "graph"), project.name
     plan = make_plan(data, service, account_id, graph_doc)
     data["_plan"] = plan.to_dict()
-    check_urls(data["_plan"], service)
-    check_content(data["_plan"], service, account_id)
+    check_inputs(data["_plan"], service, account_id)
     data["_project"] = {"id": data["project_id"], "name": name}
     return data
 
 
-def check_urls(plan, service) -> None:
-    """Refuse, before anything is charged, a URL a node that will run would fetch and the
-    outbound rule forbids (private, loopback, unresolvable): every such node in one 400."""
-    problems = []
-    for node in plan["nodes"]:
-        node_type = service.registry.nodes.find(node["type"])
-        if node["status"] != "pending" or node_type is None:
-            continue
-        for spec in node_type.inputs:
-            if not spec.url or not isinstance(node["inputs"].get(spec.name), str):
-                continue
-            field = f"nodes.{node['id']}.inputs.{spec.name}"
-            try:
-                service.policy.check_url(node["inputs"][spec.name], field=field)
-            except OutboundRefused as exc:
-                problems.append({"field": field, "node": node["id"], "input": spec.name,
-                                 "type": "url_not_allowed",
-                                 "problem": exc.details[0]["problem"]})
-    if problems:
-        raise InvalidRequest("; ".join(f"{p['field']}: {p['problem']}" for p in problems),
-                             details=problems)
+def _input_problem(spec, value, field, service, account_id):
+    """Why a static input of a node that will run cannot be used, or None: a URL the
+    outbound rule forbids (private, loopback, unresolvable), or a content id the caller
+    cannot see."""
+    if spec.url:
+        try:
+            service.policy.check_url(value, field=field)
+        except OutboundRefused as exc:
+            return "url_not_allowed", exc.details[0]["problem"]
+    if spec.content:
+        try:
+            service.library.get_for(account_id, value)
+        except NotFound:
+            return "content_not_found", "no content with this id is visible to you"
+    return None
 
 
-def check_content(plan, service, account_id) -> None:
-    """Refuse, before anything is charged, a content id a node that will run would read
-    and the caller cannot see (``content_not_found``): every such node in one 400."""
+def check_inputs(plan, service, account_id) -> None:
+    """Refuse, before anything is charged, what a node that will run would fetch or read
+    and may not: every such input of every node in one 400."""
     problems = []
     for node in plan["nodes"]:
         node_type = service.registry.nodes.find(node["type"])
@@ -108,15 +101,13 @@ def check_content(plan, service, account_id) -> None:
             continue
         for spec in node_type.inputs:
             value = node["inputs"].get(spec.name)
-            if not spec.content or not isinstance(value, str):
+            if not (spec.url or spec.content) or not isinstance(value, str):
                 continue
             field = f"nodes.{node['id']}.inputs.{spec.name}"
-            try:
-                service.library.get_for(account_id, value)
-            except NotFound:
+            found = _input_problem(spec, value, field, service, account_id)
+            if found:
                 problems.append({"field": field, "node": node["id"], "input": spec.name,
-                                 "type": "content_not_found",
-                                 "problem": "no content with this id is visible to you"})
+                                 "type": found[0], "problem": found[1]})
     if problems:
         raise InvalidRequest("; ".join(f"{p['field']}: {p['problem']}" for p in problems),
                              details=problems)
