@@ -46,8 +46,11 @@ class Outcome:
 
 class ActionService:
     def __init__(self, registry: Registry, config, *, clock: Clock = SYSTEM, ids=new_id,
-                 redis=None, policy=None, models=None, library=None):
+                 redis=None, policy=None, models=None, library=None, prices=None):
         self.registry = registry
+        # The operators' overrides: cached per process while the web tier's rate-limit
+        # round trip confirms the price generation; read fresh elsewhere (the worker).
+        self.prices = prices if prices is not None else plans.PriceBook()
         self.library = library  # jobs.content.library.Library: uploads and content inputs
         self.models = models if models is not None else Catalogue()
         self.config = config
@@ -59,7 +62,7 @@ class ActionService:
     def price_of(self, name: str) -> int:
         """Operator override (database) > ``PRICES`` environment default > the action's own."""
         action = self.registry.get(name)
-        override = plans.price_override(name)
+        override = self.prices.override(name)
         if override is not None:
             return override
         return self.config.prices.get(name, action.price)
@@ -100,7 +103,7 @@ class ActionService:
                 "balance": balance, "affordable": balance >= credits}
 
     def catalogue(self) -> list[dict]:
-        overrides = plans.price_overrides()
+        overrides = self.prices.overrides()
         return [{
             "name": a.name, "title": a.title, "description": a.description,
             "credits": overrides.get(a.name, self.config.prices.get(a.name, a.price)),

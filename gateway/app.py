@@ -22,9 +22,10 @@ from jobs.content.stats import Analytics
 from metering.concurrency import WaitSlots
 from metering.payments.providers import build_provider
 from metering.payments.purchases import PurchaseService
+from metering.plans import PriceBook
 from metering.ratelimit import RateLimiter
 from oauth import provider, tokens
-from oauth.credentials import ApiKeyAuthenticator, Authenticators
+from oauth.credentials import ApiKeyAuthenticator, Authenticators, CredentialCache
 from oauth.social import SocialLogin
 
 
@@ -47,6 +48,9 @@ class Deps:
     payments: PurchaseService | None = None
     # Views and downloads of content items (jobs.content.stats.Analytics)
     analytics: Analytics | None = None
+    # Per-process caches the rate-limit round trip keeps current (metering.generations)
+    credentials: CredentialCache | None = None
+    prices: PriceBook | None = None
 
     # The shared services, by the names resources use.
     config = property(lambda self: self.services.config)
@@ -56,21 +60,24 @@ class Deps:
     library = property(lambda self: self.services.library)  # the content library
     clock = property(lambda self: self.services.clock)  # every business rule's "now"
     ids = property(lambda self: self.services.ids)  # the id generator
+    generations = property(lambda self: self.services.generations)
 
 
 def build_deps(config, *, registry: Registry | None = None, clock: Clock = SYSTEM) -> Deps:
     s = build_services(config, role="web", clock=clock, registry=registry)
     token_service = tokens.TokenService.from_config(config, clock)
+    credentials, prices = CredentialCache(), PriceBook()
     return Deps(
         services=s,
         limiter=RateLimiter(s.redis_url, prefix=config.redis_prefix,
                             timeout_ms=config.ratelimit_timeout_ms,
                             on_fail_open=metrics.RATE_LIMIT_FAIL_OPEN.inc, clock=clock),
-        authenticators=Authenticators([ApiKeyAuthenticator(config, clock),
+        authenticators=Authenticators([ApiKeyAuthenticator(config, clock, credentials),
                                        *provider.authenticators(config, clock),
                                        tokens.JwtAuthenticator(config, token_service)]),
         actions=ActionService(s.registry, config, clock=clock, ids=s.ids, redis=s.redis,
-                              policy=s.policy, models=s.models, library=s.library),
+                              policy=s.policy, models=s.models, library=s.library,
+                              prices=prices),
         oauth_server=provider.Server.from_config(config, clock),
         tokens=token_service,
         social_login=SocialLogin.from_config(config, s.redis, clock),
@@ -78,6 +85,7 @@ def build_deps(config, *, registry: Registry | None = None, clock: Clock = SYSTE
         payments=PurchaseService(build_provider(config.payments, config.public_base_url),
                                  config.payments, clock=clock, ids=s.ids),
         analytics=Analytics(s.redis, config.redis_prefix, clock),
+        credentials=credentials, prices=prices,
     )
 
 
@@ -95,7 +103,8 @@ def create_app(config, *, deps: Deps | None = None) -> GatewayApp:
         middleware=[
             middleware.RequestContext(config),
             middleware.DatabaseSession(),
-            middleware.Identify(config, deps.authenticators, deps.limiter),
+            middleware.Identify(config, deps.authenticators, deps.limiter,
+                                credentials=deps.credentials, prices=deps.prices),
             middleware.RateLimit(config, deps.limiter),
             middleware.EdgeParams(),
         ],

@@ -29,6 +29,41 @@ def _connect(config):
     return db.connection()
 
 
+def _generations(config):
+    """What announces a key, plan or price change to running gateways' caches: the
+    configured Redis, or the embedded one's socket (a change while no gateway runs on the
+    embedded Redis has no cache to reach, so nothing is started for it)."""
+    from jobs.connection import redis_client
+    from metering.generations import Generations
+
+    url = config.redis_url or f"unix://{config.data_dir / 'redis' / 'redis.sock'}"
+    return _Announcer(Generations(redis_client(url), config.redis_prefix),
+                      embedded=not config.redis_url)
+
+
+class _Announcer:
+    """``Generations`` for a command: a failed announcement is a warning (the change is
+    saved; rerun the command to announce it) instead of a traceback."""
+
+    def __init__(self, generations, *, embedded):
+        self.generations, self.embedded = generations, embedded
+
+    def changed(self, field):
+        from core.errors import ServiceUnavailable
+        from metering.db import database
+
+        def announce():
+            try:
+                self.generations.bump_now(field)
+            except ServiceUnavailable:
+                if not self.embedded:
+                    print("warning: saved, but Redis did not answer, so running gateways "
+                          "may use their cached copy for up to a minute; rerun the command "
+                          "once Redis is back", file=sys.stderr)
+
+        database.after_commit(announce)
+
+
 def _account_id(ref):
     from metering.models import Account
 
@@ -67,7 +102,7 @@ def cmd_accounts(config, args):
             _print(account_view(get_account(_account_id(args.account))))
         elif args.accounts_command == "set-plan":
             account_id = _account_id(args.account)
-            plans.assign_plan(account_id, args.plan)
+            plans.assign_plan(account_id, args.plan, generations=_generations(config))
             _print(account_view(get_account(account_id)))
 
 
@@ -95,14 +130,16 @@ def cmd_keys(config, args):
         elif args.keys_command == "list":
             _print([key_view(r) for r in keys.list_keys(_account_id(args.account))])
         elif args.keys_command == "revoke":
-            _print(key_view(keys.revoke_key(None, args.key_id)))
+            _print(key_view(keys.revoke_key(None, args.key_id,
+                                            generations=_generations(config))))
 
 
 def cmd_plans(config, args):
     from metering import plans
 
     with _connect(config):
-        row = plans.set_plan(args.name, args.per_minute, args.per_day)
+        row = plans.set_plan(args.name, args.per_minute, args.per_day,
+                             generations=_generations(config))
         _print({"name": row.name, "perMinute": row.per_minute, "perDay": row.per_day})
 
 
@@ -112,7 +149,7 @@ def cmd_prices(config, args):
 
     default_registry().get(args.action)
     with _connect(config):
-        plans.set_price(args.action, args.credits)
+        plans.set_price(args.action, args.credits, generations=_generations(config))
         _print({"action": args.action, "credits": args.credits})
 
 

@@ -5,8 +5,12 @@
 2. ``DatabaseSession``: a pooled connection per request, after routing so ``/health``
    answers without touching the database.
 3. ``Identify``: who is calling (API key, OAuth and bearer tokens; or the admin key, with
-   failed admin keys limited per client address).
-4. ``RateLimit``: needs the caller from 3 to know whose limit to count.
+   failed admin keys limited per client address), and the caller's rate limit, counted in
+   the same Redis round trip that confirms the process's cached credentials and prices
+   are current (``metering.generations``): a revoked key or a new price is seen on the
+   very next request, on every process.
+4. ``RateLimit``: the limit of unauthenticated routes (per client address), and the
+   ``X-RateLimit-*`` headers of every limited response.
 5. ``EdgeParams``: control characters in path and query parameters are refused here, once
    for every route (``gateway.edge``), after authentication and rate limiting so such a
    request is answered and counted like any other.
@@ -24,6 +28,7 @@ import peewee
 from core.errors import AuthError, Forbidden, PayloadTooLarge, RateLimited, ServiceUnavailable
 from gateway import edge, metrics
 from metering.db import database
+from metering.ratelimit import STALE
 from oauth.scopes import required_scope
 
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -79,22 +84,53 @@ class DatabaseSession:
 
 
 class Identify:
-    def __init__(self, config, authenticators, limiter=None):
+    def __init__(self, config, authenticators, limiter=None, *, credentials=None, prices=None):
         self.admin_key = config.admin_key.encode()
         self.authenticators = authenticators
+        self.limiter = limiter
         self.admin_guard = AdminGuard(limiter, config) if limiter is not None else None
+        self.credentials = credentials  # oauth.credentials.CredentialCache (API keys)
+        self.prices = prices  # metering.plans.PriceBook
 
     def process_resource(self, req, resp, resource, params):
         policy = getattr(resource, "auth", ACCOUNT) if resource is not None else NONE
         if policy == ADMIN:
             self._check_admin(req)
         elif policy == ACCOUNT:
-            caller = self.authenticators.identify(
-                req.get_header("Authorization"), req.get_header("X-API-Key"))
-            req.context.caller = caller
-            needed = required_scope(resource, req.method)
-            if needed and caller.scopes is not None and needed not in caller.scopes:
-                raise Forbidden(f"This credential lacks the {needed} scope")
+            self._identify(req, resource)
+
+    def _identify(self, req, resource):
+        authorization, x_api_key = req.get_header("Authorization"), req.get_header("X-API-Key")
+        caller = self._caller(req, resource, authorization, x_api_key, cached=True)
+        decision = self._count(caller)
+        if decision is STALE or (decision is None and caller.generation is not None):
+            # The cached credential is not known to be current (a newer generation, or
+            # Redis did not answer to confirm it): read it from the database.
+            if self.credentials is not None:
+                self.credentials.forget()
+            caller = self._caller(req, resource, authorization, x_api_key, cached=False)
+            decision = self._count(caller)
+        fresh = decision is not None and decision is not STALE
+        if self.credentials is not None:
+            self.credentials.observe(decision.key_generation if fresh else None)
+        if self.prices is not None:
+            self.prices.observe(decision.price_generation if fresh else None)
+        req.context.ratelimit = decision if fresh else None
+        refuse_if_limited(req.context.ratelimit)
+
+    def _caller(self, req, resource, authorization, x_api_key, *, cached):
+        caller = self.authenticators.identify(authorization, x_api_key, cached=cached)
+        req.context.caller = caller
+        needed = required_scope(resource, req.method)
+        if needed and caller.scopes is not None and needed not in caller.scopes:
+            raise Forbidden(f"This credential lacks the {needed} scope")
+        return caller
+
+    def _count(self, caller):
+        if self.limiter is None:
+            return None
+        return self.limiter.gate(caller.rate_key, caller.limits.per_minute,
+                                 caller.limits.per_day, expect=caller.generation)
 
     def _check_admin(self, req):
         if not self.admin_key:
@@ -152,21 +188,14 @@ class RateLimit:
         self.trusted_proxies = config.trusted_proxies
 
     def process_resource(self, req, resp, resource, params):
-        caller = req.context.caller
-        if caller is not None:
-            decision = self.limiter.check(caller.rate_key, caller.limits.per_minute,
-                                          caller.limits.per_day)
-        elif resource is not None and getattr(resource, "auth", None) == ADDRESS \
+        if req.context.caller is not None:
+            return  # counted by Identify, in the round trip that checked its caches
+        if resource is not None and getattr(resource, "auth", None) == ADDRESS \
                 and req.method == "POST":
             address = client_address(req, self.trusted_proxies)
             decision = self.limiter.check_hourly("addr:" + address, self.per_hour)
-        else:
-            return
-        req.context.ratelimit = decision
-        if decision is not None and not decision.allowed:
-            metrics.RATE_LIMITED.inc()
-            raise RateLimited(f"Rate limit of {decision.limit} exceeded; retry in "
-                              f"{decision.retry_after}s", retry_after=decision.retry_after)
+            req.context.ratelimit = decision
+            refuse_if_limited(decision)
 
     def process_response(self, req, resp, resource, req_succeeded):
         decision = req.context.ratelimit
@@ -182,6 +211,13 @@ class EdgeParams:
     def process_resource(self, req, resp, resource, params):
         if resource is not None:
             edge.refuse_bad_params(req, params)
+
+
+def refuse_if_limited(decision) -> None:
+    if decision is not None and not decision.allowed:
+        metrics.RATE_LIMITED.inc()
+        raise RateLimited(f"Rate limit of {decision.limit} exceeded; retry in "
+                          f"{decision.retry_after}s", retry_after=decision.retry_after)
 
 
 def client_address(req, trusted_proxies: int) -> str:

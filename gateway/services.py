@@ -24,6 +24,7 @@ from jobs.gpu.catalogue import Catalogue
 from jobs.outbound import OutboundPolicy
 from jobs.storage import Storage
 from metering import db
+from metering.generations import Generations
 
 # Database connections per process: the web tier's threads each may hold one; a worker
 # runs one job at a time plus its heartbeat and reaper threads; a command needs two.
@@ -42,6 +43,8 @@ class Services:
     policy: OutboundPolicy
     models: Catalogue
     library: Library  # the content library over the configured blob store
+    # Announces changes to keys, plans and prices to every web process's caches.
+    generations: Generations
 
 
 def bind_database(config: Config, role="web"):
@@ -67,6 +70,7 @@ def build_services(config: Config, *, role="web", clock: Clock = SYSTEM, ids=new
         storage=Storage(config), registry=registry or default_registry(),
         policy=OutboundPolicy.from_config(config), models=Catalogue.from_config(config),
         library=Library(config, make_store(config), clock=clock, ids=ids),
+        generations=Generations(redis_client(redis_url), config.redis_prefix),
     )
 
 
@@ -77,4 +81,4 @@ def install_worker_runtime(config: Config, *, clock: Clock = SYSTEM,
     return runtime.install(runtime.Runtime(
         config=config, clock=s.clock, ids=s.ids, redis=s.redis, registry=s.registry,
         storage=s.storage, policy=s.policy, models=s.models,
-        heartbeat_s=config.job_heartbeat_s, library=s.library))
+        heartbeat_s=config.job_heartbeat_s, library=s.library, generations=s.generations))

@@ -24,10 +24,11 @@ from metering.db import connection
 log = logging.getLogger(__name__)
 
 
-def grant_allowances(now: dt.datetime) -> int:
-    """One round at ``now``: expire ended memberships, grant due allowances; the count."""
+def grant_allowances(now: dt.datetime, generations) -> int:
+    """One round at ``now``: expire ended memberships (announcing the plan changes to the
+    web tier's cached credentials through ``generations``), grant due allowances; the count."""
     with connection():
-        return len(billing.grant_allowances(now))
+        return len(billing.grant_allowances(now, generations=generations))
 
 
 def schedule(redis, config, clock, *, soon=False) -> str:
@@ -46,6 +47,6 @@ def schedule(redis, config, clock, *, soon=False) -> str:
 def tick() -> int:
     rt = current()
     try:
-        return grant_allowances(rt.clock.now())
+        return grant_allowances(rt.clock.now(), rt.generations)
     finally:
         schedule(rt.redis, rt.config, rt.clock)

@@ -33,6 +33,7 @@ class Runtime:
     models: object  # jobs.gpu.catalogue.Catalogue
     heartbeat_s: float
     library: object = None  # jobs.content.library.Library: outputs become content items
+    generations: object = None  # metering.generations.Generations: plan changes announced
     _pipelines: object = None
 
     @property

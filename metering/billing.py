@@ -217,8 +217,8 @@ def tier_of(account_id, now) -> tuple[int, dt.datetime | None]:
     return (m.tier, m.tier_expiration) if active(m, now) else (0, None)
 
 
-def set_membership(account_id, *, tier, product_id, processor, now, expiration=None,
-                   is_active=True, info="", plan_id=None) -> Membership:
+def set_membership(account_id, *, tier, product_id, processor, now, generations,
+                   expiration=None, is_active=True, info="", plan_id=None) -> Membership:
     """Give the account a tier (replacing its membership); the caller holds the transaction.
 
     A billing plan's rate-limit plan becomes the account's ``plan`` while it lasts; when an
@@ -235,9 +235,10 @@ def set_membership(account_id, *, tier, product_id, processor, now, expiration=N
                   update={getattr(Membership, k): v for k, v in fields.items()})
      .execute())
     if plan is not None and is_active:
-        plans.assign_plan(account_id, plan.rate_plan)
+        plans.assign_plan(account_id, plan.rate_plan, generations=generations)
     elif before is not None and before.plan_id is not None and before.is_active:
-        plans.assign_plan(account_id, plans.DEFAULT_PLAN)  # the plan's rate limits end
+        plans.assign_plan(account_id, plans.DEFAULT_PLAN,
+                          generations=generations)  # the plan's rate limits end
     return membership(account_id)
 
 
@@ -270,7 +271,7 @@ def cancel(account_id, *, now) -> Membership:
     return membership(account_id)
 
 
-def expire(now) -> int:
+def expire(now, *, generations) -> int:
     """Memberships whose tier ended: mark inactive and restore the default rate-limit plan."""
     done = 0
     ended = Membership.select(Membership.account, Membership.plan).where(
@@ -282,7 +283,7 @@ def expire(now) -> int:
                 (Membership.account == row.account_id) & Membership.is_active
                 & (Membership.tier_expiration <= now)).execute()
             if n and row.plan_id is not None:  # the plan's rate limits end with it
-                plans.assign_plan(row.account_id, plans.DEFAULT_PLAN)
+                plans.assign_plan(row.account_id, plans.DEFAULT_PLAN, generations=generations)
             done += n
     return done
 
@@ -328,9 +329,9 @@ def members_due(now) -> list[str]:
     return [r.account_id for r in query]
 
 
-def grant_allowances(now) -> list[ledger.LedgerEntry]:
+def grant_allowances(now, *, generations) -> list[ledger.LedgerEntry]:
     """One round: expire ended memberships, then grant every due allowance once."""
-    expire(now)
+    expire(now, generations=generations)
     return [e for a in members_due(now) if (e := grant_period(a, now)) is not None]
 
 

@@ -137,7 +137,7 @@ class Redeemed:
     entry: ledger.LedgerEntry | None
 
 
-def redeem(account_id, code: str, *, now) -> Redeemed:
+def redeem(account_id, code: str, *, now, generations) -> Redeemed:
     """Redeem ``code`` for the account once. Raises ``UnknownGiftCard`` (no such code, or
     void), ``UsedGiftCard`` (claimed by anyone, this account included) or ``TierRefused``
     (the seed's tier rule; the card stays unredeemed)."""
@@ -165,7 +165,8 @@ def redeem(account_id, code: str, *, now) -> Redeemed:
                 expiration = now + dt.timedelta(days=batch.days)
             tier = batch.tier
             billing.set_membership(account_id, tier=tier, product_id=card.id,
-                                   processor="giftcard", now=now, expiration=expiration,
+                                   processor="giftcard", now=now, generations=generations,
+                                   expiration=expiration,
                                    info=batch.additional_information)
         entry = None
         if batch.credits > 0:

@@ -4,6 +4,13 @@ Fixed windows per minute and per day. The limits are hit in order; a request ref
 by one gives back what it took from that limit and the earlier ones, so a window counts
 only the requests it let through. Each hit is one atomic INCR in Redis, so N concurrent
 requests against a limit of L let exactly L through across any number of processes.
+
+A caller's request (``gate``) is one round trip: a server-side script counts both windows
+of the ``limits`` keys (same keys, same expiry rule as ``limits``' own fixed windows),
+reads their reset time and returns the cache generations (``metering.generations``) with
+the decision. With ``expect`` (the generation a cached credential was loaded at) the script
+first compares it and, when it is stale, counts nothing and says so, so the caller can read
+the credential afresh and ask again: the count is always made against current limits.
 Counters are keyed by identity and window, not by the limit's amount (``limits`` puts
 the amount in its keys), so a plan change keeps what the caller used in the current
 windows instead of starting fresh ones. When Redis is unreachable the limiter fails open:
@@ -71,6 +78,42 @@ class Decision:
     remaining: int
     reset: int  # Unix seconds when the reported window resets
     retry_after: int  # whole seconds; 0 when allowed
+    key_generation: str | None = None  # what ``gate`` read (metering.generations)
+    price_generation: str | None = None
+
+
+STALE = "stale"  # ``gate``: the expected credential generation is not the current one
+
+# KEYS: minute counter, day counter, generations hash. ARGV: minute limit, minute expiry,
+# day limit, day expiry, expected credential generation ('' = do not check).
+# Returns {status, limit, remaining, reset ttl (s), key generation, price generation} with
+# status 1 allowed, 0 refused, -1 stale (nothing counted).
+GATE_SCRIPT = """
+local gen = redis.call('HMGET', KEYS[3], 'keys', 'prices')
+local kg, pg = gen[1] or '0', gen[2] or '0'
+if ARGV[5] ~= '' and ARGV[5] ~= kg then
+  return {-1, 0, 0, 0, kg, pg}
+end
+local m = redis.call('INCRBY', KEYS[1], 1)
+if m == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+local mlimit = tonumber(ARGV[1])
+if m > mlimit then
+  redis.call('INCRBY', KEYS[1], -1)
+  return {0, mlimit, 0, redis.call('TTL', KEYS[1]), kg, pg}
+end
+local d = redis.call('INCRBY', KEYS[2], 1)
+if d == 1 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+local dlimit = tonumber(ARGV[3])
+if d > dlimit then
+  redis.call('INCRBY', KEYS[2], -1)
+  redis.call('INCRBY', KEYS[1], -1)
+  return {0, dlimit, 0, redis.call('TTL', KEYS[2]), kg, pg}
+end
+if mlimit - m <= dlimit - d then
+  return {1, mlimit, mlimit - m, redis.call('TTL', KEYS[1]), kg, pg}
+end
+return {1, dlimit, dlimit - d, redis.call('TTL', KEYS[2]), kg, pg}
+"""
 
 
 def limits_uri(redis_url: str) -> str:
@@ -88,6 +131,8 @@ class RateLimiter:
             socket_connect_timeout=timeout, socket_timeout=timeout,
         )
         self.strategy = FixedWindowRateLimiter(self.storage)
+        self._gate = self.storage.get_connection().register_script(GATE_SCRIPT)
+        self._generations_key = f"{prefix}:gen"
         self._on_fail_open = on_fail_open or (lambda: None)
         self._clock = clock  # times the breaker
         self._closed_until = 0.0
@@ -97,6 +142,27 @@ class RateLimiter:
         """Count one request for ``identity``; ``None`` means Redis failed and we fail open."""
         return self._guarded(self._check, identity,
                              [PerMinute(per_minute), PerDay(per_day)])
+
+    def gate(self, identity: str, per_minute: int, per_day: int, *, expect: str | None = None):
+        """``check`` in one round trip that also reads the cache generations: a
+        ``Decision`` (with them), ``STALE`` when ``expect`` is not the current credential
+        generation (nothing counted), or ``None`` when Redis failed (fail open)."""
+        return self._guarded(self._run_gate, identity, per_minute, per_day, expect)
+
+    def _run_gate(self, identity, per_minute, per_day, expect):
+        minute, day = PerMinute(per_minute), PerDay(per_day)
+        status, limit, remaining, ttl, kgen, pgen = self._gate(
+            keys=[self.storage.prefixed_key(minute.key_for(identity)),
+                  self.storage.prefixed_key(day.key_for(identity)), self._generations_key],
+            args=[per_minute, minute.get_expiry(), per_day, day.get_expiry(), expect or ""])
+        if status == -1:
+            return STALE
+        reset = max(int(ttl), 0) + time.time()
+        allowed = status == 1
+        return Decision(allowed, int(limit), max(0, int(remaining)), math.ceil(reset),
+                        0 if allowed else max(1, math.ceil(reset - time.time())),
+                        kgen.decode() if isinstance(kgen, bytes) else str(kgen),
+                        pgen.decode() if isinstance(pgen, bytes) else str(pgen))
 
     def check_hourly(self, identity: str, per_hour: int) -> Decision | None:
         """Limit for unauthenticated routes (signup, login) keyed by client address."""

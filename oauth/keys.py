@@ -13,6 +13,7 @@ from core.clock import SYSTEM, Clock
 from core.errors import InvalidRequest, NotFound
 from core.ids import new_id
 from metering import cursors
+from metering.generations import KEYS
 from oauth.models import ApiKey
 
 KEY_PREFIX = "gwk_"
@@ -52,7 +53,8 @@ def page_keys(account_id: str, *, limit: int, cursor: str | None = None):
                         created=ApiKey.created_at, ident=ApiKey.id, limit=limit, cursor=cursor)
 
 
-def revoke_key(account_id: str | None, key_id: str, clock: Clock = SYSTEM) -> ApiKey:
+def revoke_key(account_id: str | None, key_id: str, clock: Clock = SYSTEM, *,
+               generations) -> ApiKey:
     """Revoke a key of this account (``None``: any account, for admins). Idempotent."""
     query = ApiKey.select().where(ApiKey.id == key_id)
     if account_id is not None:
@@ -64,5 +66,8 @@ def revoke_key(account_id: str | None, key_id: str, clock: Clock = SYSTEM) -> Ap
         row.revoked_at = clock.now()
         ApiKey.update(revoked_at=row.revoked_at).where(
             (ApiKey.id == key_id) & ApiKey.revoked_at.is_null()).execute()
+    # Every time, also for a key already revoked: a retry after a failed bump (a 503)
+    # announces the revocation to processes that may still hold the key.
+    generations.changed(KEYS)
     return row
 

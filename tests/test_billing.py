@@ -110,7 +110,7 @@ def test_two_racing_grant_runs_grant_once_and_next_period_again(bclient, make_ac
 
         def run():
             barrier.wait()
-            counts.append(billing_job.grant_allowances(now))
+            counts.append(billing_job.grant_allowances(now, bclient.app.deps.generations))
 
         threads = [threading.Thread(target=run) for _ in range(2)]
         for t in threads:
@@ -144,7 +144,8 @@ def test_cancel_keeps_tier_to_period_end_then_restores_default_plan(bclient, clo
     me = bclient.simulate_get("/zapier/v1/me", headers=bearer(key)).json["data"]
     assert (me["tier"], me["plan"], me["membership"]["cancelled"]) == (2, "pro", True)
     assert me["membership"]["nextBillingDate"] is None
-    assert billing_job.grant_allowances(dt.datetime(2030, 2, 1, 0, 1)) == 0  # no February
+    assert billing_job.grant_allowances(dt.datetime(2030, 2, 1, 0, 1),
+                                        bclient.app.deps.generations) == 0  # no February
     with dbmod.connection():
         assert Account.get_by_id(account_id).plan == "default"
     clock.advance(20 * 86400)  # 2030-02-04
@@ -213,7 +214,8 @@ def test_a_started_worker_grants_due_allowances_by_itself(config, schema, bclien
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     with dbmod.connection():  # a member whose allowance is due (no grant yet)
         billing.set_membership(account_id, tier=2, product_id=plan["id"], processor="admin",
-                               now=now, plan_id=plan["id"])
+                               now=now, plan_id=plan["id"],
+                               generations=bclient.app.deps.generations)
     proc = start_worker(config, queues="cpu")
     try:
         deadline = time.monotonic() + 60

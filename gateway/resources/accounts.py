@@ -65,6 +65,10 @@ class KeyRevoke:
     scope = "keys:write"
     openapi_tag = "Keys"
 
+    def __init__(self, generations):
+        self.generations = generations  # every process drops the key at once
+
     def on_delete(self, req, resp, key_id):
-        row = keys.revoke_key(req.context.caller.account_id, key_id)
+        row = keys.revoke_key(req.context.caller.account_id, key_id,
+                              generations=self.generations)
         ok(req, resp, key_view(row))

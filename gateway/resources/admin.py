@@ -24,6 +24,10 @@ class AdminResource:
     auth = ADMIN
     openapi_tag = "Admin"
 
+    def __init__(self, generations=None):
+        # Changes to keys, plans and prices announce themselves (metering.generations).
+        self.generations = generations
+
 
 CREDITS = {"type": "integer", "minimum": 0, "maximum": ledger.MAX_CREDITS}
 RATE = {"type": "integer", "minimum": 1, "maximum": plans.MAX_LIMIT}
@@ -51,7 +55,7 @@ class AdminAccount(AdminResource):
         if "plan" not in body or not isinstance(body["plan"], str):
             raise InvalidRequest("plan is required",
                                  details=[{"field": "plan", "problem": "is required"}])
-        plans.assign_plan(account_id, body["plan"])
+        plans.assign_plan(account_id, body["plan"], generations=self.generations)
         ok(req, resp, account_view(get_account(account_id)))
 
 
@@ -115,7 +119,7 @@ class AdminKeys(AdminResource):
 
 class AdminKey(AdminResource):
     def on_delete(self, req, resp, key_id):
-        ok(req, resp, key_view(keys.revoke_key(None, key_id)))
+        ok(req, resp, key_view(keys.revoke_key(None, key_id, generations=self.generations)))
 
 
 class AdminPlan(AdminResource):
@@ -124,7 +128,8 @@ class AdminPlan(AdminResource):
 
     def on_put(self, req, resp, name):
         body = json_body(req)
-        row = plans.set_plan(name, body.get("perMinute"), body.get("perDay"))
+        row = plans.set_plan(name, body.get("perMinute"), body.get("perDay"),
+                             generations=self.generations)
         ok(req, resp, {"name": row.name, "perMinute": row.per_minute, "perDay": row.per_day})
 
 
@@ -152,12 +157,14 @@ class AdminPrice(AdminResource):
     openapi_body = {"put": {"type": "object", "required": ["credits"],
                             "properties": {"credits": CREDITS}}}
 
-    def __init__(self, service):
+    def __init__(self, service, generations):
+        super().__init__(generations)
         self.service = service
 
     def on_put(self, req, resp, action):
         self.service.registry.get(action)  # INVALID_ACTION for unknown names
-        plans.set_price(action, json_body(req).get("credits"))
+        plans.set_price(action, json_body(req).get("credits"), generations=self.generations)
+        self.service.prices.invalidate()
         ok(req, resp, {"action": action, "credits": self.service.price_of(action)})
 
 

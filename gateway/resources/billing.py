@@ -126,8 +126,9 @@ class SetAdminProvidedPremiumTier:
                                  "isActive": {"type": "boolean"}, "deactivationDate": STR,
                                  "additionalInformation": STR}}}
 
-    def __init__(self, clock, env=""):
+    def __init__(self, clock, generations, env=""):
         self.clock, self.env = clock, env
+        self.generations = generations  # a plan change reaches cached credentials
 
     def on_post(self, req, resp):
         body = json_body(req)
@@ -157,6 +158,7 @@ class SetAdminProvidedPremiumTier:
         with write_transaction():
             rows = [billing.set_membership(
                 a, tier=tier, product_id=product_id, processor="admin", now=now,
+                generations=self.generations,
                 expiration=until, is_active=body["isActive"], info=info,
                 plan_id=product_id if product_id in plan_ids else None) for a in targets]
         for a in targets:
@@ -283,8 +285,9 @@ class RedeemGiftCard:
     openapi_body = {"post": {"type": "object", "required": ["code"], "properties": {
         "code": {"type": "string", "minLength": 1, "maxLength": 128}}}}
 
-    def __init__(self, clock, limiter, config):
+    def __init__(self, clock, limiter, config, generations):
         self.clock, self.limiter = clock, limiter
+        self.generations = generations
         self.per_window = config.gift_card_failures_per_window
         self.window = config.gift_card_failure_window_s
 
@@ -300,7 +303,8 @@ class RedeemGiftCard:
         key = "giftcard:fail:" + account_id
         self._refuse_if_over(self.limiter.peek_window(key, self.per_window, self.window))
         try:
-            done = giftcards.redeem(account_id, code, now=self.clock.now())
+            done = giftcards.redeem(account_id, code, now=self.clock.now(),
+                                   generations=self.generations)
         except (giftcards.UnknownGiftCard, giftcards.UsedGiftCard):
             self._refuse_if_over(self.limiter.check_window(key, self.per_window, self.window))
             raise
