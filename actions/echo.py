@@ -27,4 +27,5 @@ ACTION = Action(
               help="Also return the message in upper case."),
     ),
     perform=perform,
+    pure=True,  # nothing but its answer: the debit joins a group commit after perform
 )

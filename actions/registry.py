@@ -142,6 +142,10 @@ class Action:
     # precheck(input, service, account_id) instead of (input, service): the input names
     # something the caller must be allowed to see (a project).
     precheck_account: bool = False
+    # sync only: ``perform`` writes nothing and has no effect outside its answer, so it may
+    # run *before* the debit, which then joins a group commit (metering.group_commit)
+    # instead of holding a transaction around ``perform``. Such an action sees no receipt.
+    pure: bool = False
 
     def json_schema(self) -> dict:
         props = {f.name: f.json_schema() for f in self.fields}

@@ -25,7 +25,8 @@ from core.ids import new_id
 from jobs import engine, webhooks
 from jobs.gpu.catalogue import Catalogue
 from metering import idempotency, ledger, plans
-from metering.db import write_transaction
+from metering.db import database, is_sqlite, write_transaction
+from metering.group_commit import DebitBatcher
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class ActionService:
         # The operators' overrides: cached per process while the web tier's rate-limit
         # round trip confirms the price generation; read fresh elsewhere (the worker).
         self.prices = prices if prices is not None else plans.PriceBook()
+        self.debits = DebitBatcher(window_s=getattr(config, "debit_batch_window_s", 0.0002))
         self.library = library  # jobs.content.library.Library: uploads and content inputs
         self.models = models if models is not None else Catalogue()
         self.config = config
@@ -163,6 +165,8 @@ class ActionService:
             return self._start_async(caller, action, data, claim, request_id, price, meta)
         if price == 0 and claim is None:  # nothing to write: no transaction on the free path
             return Outcome(200, action.perform(ctx, data), meta)
+        if action.pure and claim is None and not is_sqlite() and not database.in_transaction():
+            return self._pure(caller, action, data, ctx, price, meta, request_id)
         with write_transaction():
             receipt = None
             if price > 0:
@@ -181,10 +185,26 @@ class ActionService:
             self._after_debit(caller.account_id, meta["availableCredit"])
         return Outcome(200, result, meta)
 
-    def _after_debit(self, account_id, balance):
+    def _pure(self, caller, action, data, ctx, price, meta, request_id) -> Outcome:
+        """A pure action (``Action.pure``): perform, check the answer can be sent, then
+        debit in a group commit. A failure before the debit charges nothing; a refused
+        debit (insufficient credits) discards the answer, so the outcome is the same as
+        the transactional path's."""
+        result = action.perform(ctx, data)
+        _check_sendable(action, {"data": result, "meta": meta})
+        debited = self.debits.debit(caller.account_id, price, action=action.name,
+                                    request_id=request_id)
+        meta.update(creditsUsed=price, availableCredit=debited.balance_after,
+                    txnReceipt=debited.receipt)
+        self._after_debit(caller.account_id, debited.balance_after,
+                          debited.low_credit_threshold)
+        return Outcome(200, result, meta)
+
+    def _after_debit(self, account_id, balance, threshold=webhooks.READ):
         """``credits.low`` once per crossing; a notification problem never fails a paid call."""
         try:
-            webhooks.check_low_credit(account_id, balance, self.redis, self.config)
+            webhooks.check_low_credit(account_id, balance, self.redis, self.config,
+                                      threshold=threshold)
         except Exception:
             log.exception("credits.low check failed for %s", account_id)
 

@@ -232,11 +232,17 @@ def set_low_credit_threshold(account_id, threshold) -> None:
     LowCreditState.delete().where(LowCreditState.account == account_id).execute()
 
 
-def check_low_credit(account_id, balance, redis, config) -> bool:
+READ = object()  # check_low_credit: read the threshold (the debit did not return it)
+
+
+def check_low_credit(account_id, balance, redis, config, *, threshold=READ) -> bool:
     """Fire ``credits.low`` once when a debit takes the balance below the threshold;
-    re-arm when a later debit finds the balance back at or above it."""
-    account = Account.select(Account.low_credit_threshold).where(Account.id == account_id).first()
-    threshold = account.low_credit_threshold if account else None
+    re-arm when a later debit finds the balance back at or above it. ``threshold``: the
+    account's, when the debit's own transaction read it (a group commit does)."""
+    if threshold is READ:
+        account = Account.select(Account.low_credit_threshold).where(
+            Account.id == account_id).first()
+        threshold = account.low_credit_threshold if account else None
     if threshold is None:
         return False
     if balance >= threshold:

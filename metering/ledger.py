@@ -14,7 +14,7 @@ from peewee import IntegrityError
 from core.errors import InsufficientCredits, InvalidRequest, NotFound
 from core.ids import new_id
 from metering import cursors
-from metering.db import database, is_sqlite, write_transaction
+from metering.db import database, fetchone, is_sqlite, write_transaction
 from metering.models import Account, LedgerEntry
 from metering.payments.models import OwedCredits
 
@@ -183,10 +183,10 @@ def account_of(receipt) -> str:
 
 
 def balance(account_id) -> int:
-    row = Account.select(Account.balance).where(Account.id == account_id).first()
+    row = fetchone('SELECT balance FROM "account" WHERE id = %s', (account_id,))
     if row is None:
         raise NotFound("No such account")
-    return row.balance
+    return row[0]
 
 
 def receipt_for(account_id, receipt) -> LedgerEntry:

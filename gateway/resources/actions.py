@@ -7,8 +7,7 @@ from core.errors import MissingAction
 from gateway import metrics
 from gateway.envelope import ok
 from gateway.resources.common import answer, json_body, wait_for, wait_seconds
-from metering import billing, ledger
-from oauth.accounts import get_account
+from metering import billing
 
 
 class ActionCall:
@@ -97,12 +96,12 @@ class Me:
 
     def on_get(self, req, resp):
         caller = req.context.caller
-        account = get_account(caller.account_id)
+        username, balance, member = billing.account_and_membership(caller.account_id)
         ok(req, resp, {
-            **billing.membership_view(account.id, self.clock.now()),  # tier (seed 003)
-            "id": account.id, "username": account.username,
-            "balance": ledger.balance(account.id), "plan": caller.limits.plan,
+            **billing.membership_view(caller.account_id, self.clock.now(), member),  # seed 003
+            "id": caller.account_id, "username": username,
+            "balance": balance, "plan": caller.limits.plan,
             "limits": {"perMinute": caller.limits.per_minute, "perDay": caller.limits.per_day},
             "credential": {"kind": caller.kind, "id": caller.credential_id},
-            "label": f"{account.username} ({caller.kind})",
+            "label": f"{username} ({caller.kind})",
         })
