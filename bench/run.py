@@ -15,6 +15,7 @@ Everything listens and connects on 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import http.client
 import json
@@ -162,10 +163,11 @@ def make_account(port, tag):
 
 
 def check_once(port, path, body, key, expect_debit):
-    status, raw = http_call(port, "POST", path, json.loads(body),
+    method = "POST" if body else "GET"
+    status, raw = http_call(port, method, path, json.loads(body) if body else None,
                             {"Authorization": f"Bearer {key}"} if key else None)
     if status != 200:
-        raise RuntimeError(f"POST {path} -> {status}: {raw[:500]!r}")
+        raise RuntimeError(f"{method} {path} -> {status}: {raw[:500]!r}")
     if expect_debit:
         meta = json.loads(raw)["meta"]
         if meta.get("creditsUsed") != 1 or not str(meta.get("txnReceipt", "")).startswith("txn_"):
@@ -190,9 +192,14 @@ end
 function init(args)
   counter = offset or 0
   for i, key in ipairs(keys) do
-    local headers = {["Content-Type"] = "application/json"}
+    local headers = {}
+    if body ~= "" then headers["Content-Type"] = "application/json" end
     if key ~= "" then headers["Authorization"] = "Bearer " .. key end
-    reqs[i] = wrk.format("POST", path, headers, body)
+    if body ~= "" then
+      reqs[i] = wrk.format("POST", path, headers, body)
+    else
+      reqs[i] = wrk.format("GET", path, headers)
+    end
   end
 end
 
@@ -237,14 +244,93 @@ def run_wrk(port, path, body, keys, *, duration, concurrency, threads, tmpdir):
             "ok": r["requests"] - r["status_errors"]}
 
 
+# --------------------------------------------------------------------------- CPU per request
+
+def proc_cpu(match) -> float:
+    """CPU seconds (user + system) of the processes ``match(pid, name, pgrp)`` selects."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            if match(int(pid), name, int(fields[2])):
+                total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def cpu_snapshot(server_pgrp) -> dict:
+    """CPU seconds so far of the server under test (its gunicorn process group), PostgreSQL
+    and Redis; the difference over a run, per request, is what each path costs each."""
+    return {"server": proc_cpu(lambda pid, name, pgrp: pgrp == server_pgrp),
+            "postgres": proc_cpu(lambda pid, name, pgrp: name.startswith("postgres")),
+            "redis": proc_cpu(lambda pid, name, pgrp: name.startswith("redis-server"))}
+
+
+# --------------------------------------------------------------------------- open loop
+
+def _open_loop_worker(args):
+    port, method, path, body, key, start_at, rate, count, offset, stride = args
+    headers = {"Content-Type": "application/json"} if body else {}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    payload = body.encode() if body else None
+    latencies, errors, conn = [], 0, None
+    for k in range(offset, count, stride):
+        due = start_at + k / rate
+        time.sleep(max(0.0, due - time.time()))
+        if conn is None:
+            conn = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
+        try:
+            conn.request(method, path, body=payload, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status >= 400:
+                errors += 1
+        except (OSError, http.client.HTTPException):
+            errors += 1
+            conn.close()
+            conn = None
+        # from when the request was due, not when it was sent: a late send is latency too
+        latencies.append(time.time() - due)
+    if conn is not None:
+        conn.close()
+    return latencies, errors
+
+
+def run_open_loop(port, method, path, body, key, *, rate, duration, senders=8):
+    """A fixed arrival rate (open loop), each latency measured from its scheduled time, so
+    a slow answer delays nothing and hides nothing (no coordinated omission)."""
+    count = int(rate * duration)
+    start_at = time.time() + 0.5
+    jobs = [(port, method, path, body, key, start_at, rate, count, i, senders)
+            for i in range(senders)]
+    # Threads, not processes: 100 requests a second is light work for one process, and the
+    # senders only wait on the network and their schedule.
+    with concurrent.futures.ThreadPoolExecutor(senders) as pool:
+        results = list(pool.map(_open_loop_worker, jobs, timeout=duration + 60))
+    lat = sorted(x for lats, _ in results for x in lats)
+
+    def pct(p):
+        return lat[min(len(lat) - 1, int(p / 100 * len(lat)))] * 1000 if lat else 0.0
+
+    return {"requests": len(lat), "p50_ms": pct(50), "p99_ms": pct(99),
+            "errors": sum(e for _, e in results)}
+
+
 # --------------------------------------------------------------------------- load: Python
 
 def _py_worker(args):
     port, path, body, key, start_at, stop_at = args
-    headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+    method = "POST" if body else "GET"
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(body))} \
+        if body else {}
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    payload = body.encode()
+    payload = body.encode() if body else None
     latencies, errors, conn = [], 0, None
     time.sleep(max(0.0, start_at - time.time()))
     while time.time() < stop_at:
@@ -252,7 +338,7 @@ def _py_worker(args):
             conn = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
         t0 = time.perf_counter()
         try:
-            conn.request("POST", path, body=payload, headers=headers)
+            conn.request(method, path, body=payload, headers=headers)
             resp = conn.getresponse()
             resp.read()
             latencies.append(time.perf_counter() - t0)
@@ -337,7 +423,8 @@ def ratio(a, b):
 
 
 def print_table(results, info, args, generator, check, loads):
-    names = [("a", "bare Falcon route"), ("b", "estimate-cost (auth+rate limit, free)"),
+    names = [("a", "bare Falcon route"), ("me", "GET /zapier/v1/me (auth test)"),
+             ("b", "estimate-cost (auth+rate limit, free)"),
              ("c", "echo (auth+rate limit+debit+receipt)"),
              ("hot", "echo, ONE hot account"), ("many", f"echo, {args.accounts} accounts")]
     a = results["a"]
@@ -346,16 +433,37 @@ def print_table(results, info, args, generator, check, loads):
           f"gunicorn gthread {args.workers} workers x {args.threads} threads, "
           f"load generator {generator}")
     print(f"{'run':<5} {'scenario':<40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'errors':>7} {'rps/a':>6} {'p50/a':>6} {'p99/a':>6}")
+          f"{'errors':>7} {'rps/a':>6} {'p50/a':>6} {'p99/a':>6} "
+          f"{'cpu us/req: server':>19} {'pg':>5} {'redis':>5}")
     for key, label in names:
         r = results.get(key)
         if r is None:
             continue
+        cpu = r.get("cpu_us", {})
         print(f"{key:<5} {label:<40} {r['rps']:>9.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
               f"{r['errors']:>7d} {ratio(r['rps'], a['rps']):>6.3f} "
-              f"{ratio(r['p50_ms'], a['p50_ms']):>6.1f} {ratio(r['p99_ms'], a['p99_ms']):>6.1f}")
+              f"{ratio(r['p50_ms'], a['p50_ms']):>6.1f} {ratio(r['p99_ms'], a['p99_ms']):>6.1f} "
+              f"{cpu.get('server', 0):>19.0f} {cpu.get('postgres', 0):>5.0f} "
+              f"{cpu.get('redis', 0):>5.0f}")
+    goals = [("me", 0.50), ("b", 0.45), ("c", 0.30)]
+    print("goals (rps/a): " + ", ".join(
+        f"{k} {ratio(results[k]['rps'], a['rps']):.3f} >= {g} "
+        f"{'met' if ratio(results[k]['rps'], a['rps']) >= g else 'NOT met'}"
+        for k, g in goals if k in results))
+    open_loop = results.get("open_loop")
+    if open_loop:
+        base = open_loop["a"]["p99_ms"]
+        print(f"open loop at {args.open_rate:g} req/s for {args.open_duration:g}s "
+              "(latency from each request's scheduled time):")
+        for key, r in open_loop.items():
+            added = r["p99_ms"] - base
+            verdict = "" if key == "a" else \
+                f" (goal <= 5 ms: {'met' if added <= 5 else 'NOT met'})"
+            print(f"  {key:<5} p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
+                  f"errors {r['errors']}  p99 added over bare {added:6.2f} ms{verdict}")
     hot, many = results["hot"], results["many"]
-    print(f"debits/s: one hot account {hot['rps']:.1f}  vs  {args.accounts} accounts "
+    print(f"debits/s: one hot account {hot['rps']:.1f} (goal >= 1000: "
+          f"{'met' if hot['rps'] >= 1000 else 'NOT met'})  vs  {args.accounts} accounts "
           f"{many['rps']:.1f}  (many/hot = {ratio(many['rps'], hot['rps']):.3f})")
     verdict = "OK" if check["balance"] == check["ledger_sum"] and not check[
         "accounts_mismatched"] else "VIOLATED"
@@ -384,6 +492,10 @@ def parse_args(argv=None):
     p.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                    help="load generator: wrk when installed (auto), or the Python one")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    p.add_argument("--open-rate", type=float, default=100,
+                   help="open-loop arrival rate, requests/s (100; 0 skips the open-loop runs)")
+    p.add_argument("--open-duration", type=float, default=10,
+                   help="seconds per open-loop run (10)")
     args = p.parse_args(argv)
     if not 0 < args.duration <= MAX_RUN_S or not 0 <= args.warmup <= 30:
         p.error(f"--duration must be in (0, {MAX_RUN_S}] and --warmup in [0, 30]")
@@ -434,17 +546,20 @@ def main(argv=None):
               f"({args.workers} workers x {args.threads} threads each)")
 
         admin(gw_port, "PUT", "/admin/plans/bench", PLAN)
+        _, key_me = make_account(gw_port, "me")
         _, key_b = make_account(gw_port, "b")
         _, key_c = make_account(gw_port, "c")
         hot_id, key_hot = make_account(gw_port, "hot")
         many = [make_account(gw_port, f"m{i}")[1] for i in range(args.accounts)]
         check_once(bare_port, "/bare", ESTIMATE_BODY, None, False)
+        check_once(gw_port, "/zapier/v1/me", "", key_me, False)
         check_once(gw_port, "/zapier/v1/estimate-cost", ESTIMATE_BODY, key_b, False)
         check_once(gw_port, "/zapier/v1/echo", ECHO_BODY, key_c, True)
         check_once(gw_port, "/zapier/v1/echo", ECHO_BODY, key_hot, True)
 
         scenarios = [
             ("a", bare_port, "/bare", ESTIMATE_BODY, [""]),
+            ("me", gw_port, "/zapier/v1/me", "", [key_me]),
             ("b", gw_port, "/zapier/v1/estimate-cost", ESTIMATE_BODY, [key_b]),
             ("c", gw_port, "/zapier/v1/echo", ECHO_BODY, [key_c]),
             ("hot", gw_port, "/zapier/v1/echo", ECHO_BODY, [key_hot]),
@@ -456,7 +571,11 @@ def main(argv=None):
             if args.warmup:
                 load(port, path, body, keys, duration=args.warmup, **opts)
             before = ledger_check(pg_url, hot_id)["debit_rows"] if name == "hot" else 0
+            server = bare if port == bare_port else gw
+            cpu0 = cpu_snapshot(server.pid)
             r = load(port, path, body, keys, duration=args.duration, **opts)
+            cpu1 = cpu_snapshot(server.pid)
+            r["cpu_us"] = {k: (cpu1[k] - cpu0[k]) / max(1, r["requests"]) * 1e6 for k in cpu0}
             if name == "hot":
                 time.sleep(1)  # let requests still in flight when the generator stopped land
                 r["debit_rows"] = ledger_check(pg_url, hot_id)["debit_rows"] - before
@@ -464,6 +583,17 @@ def main(argv=None):
             print(f"  {name:<5} {path:<28} {r['rps']:9.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
                   f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}", flush=True)
 
+        if args.open_rate:
+            results["open_loop"] = {}
+            for name, port, path, body, key in [
+                    ("a", bare_port, "/bare", ESTIMATE_BODY, ""),
+                    ("b", gw_port, "/zapier/v1/estimate-cost", ESTIMATE_BODY, key_b),
+                    ("c", gw_port, "/zapier/v1/echo", ECHO_BODY, key_c)]:
+                r = run_open_loop(port, "POST", path, body, key, rate=args.open_rate,
+                                  duration=args.open_duration)
+                results["open_loop"][name] = r
+                print(f"  open loop {name:<3} {args.open_rate:g} req/s  p50 {r['p50_ms']:7.2f} ms"
+                      f"  p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}", flush=True)
         check = ledger_check(pg_url, hot_id)
         loads.append(os.getloadavg())
         loads = [" ".join(f"{x:.2f}" for x in la) for la in loads]
