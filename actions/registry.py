@@ -8,6 +8,7 @@ list (with help text and choices) that automation platforms build their forms fr
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 from jsonschema import Draft202012Validator
@@ -156,21 +157,29 @@ class Action:
                 "required": [f.name for f in self.fields if f.required],
                 "additionalProperties": False}
 
+    @functools.cached_property
+    def _validator(self):
+        """Built once per action: a validator costs more to build than to run."""
+        return Draft202012Validator(self.json_schema())
+
     def validate(self, body) -> dict:
         """The input with defaults applied, or ``InvalidRequest`` listing every problem."""
         if not isinstance(body, dict):
             raise InvalidRequest("The request body must be a JSON object")
-        check_schema(self.json_schema(), body)
+        check_schema(self.json_schema(), body, self._validator)
         data = {f.name: f.default for f in self.fields if f.default is not None}
         data.update({k: v for k, v in body.items() if k not in COMMON_FIELDS})
         return data
 
 
-def check_schema(schema: dict, body) -> None:
+def check_schema(schema: dict, body, validator=None) -> None:
     """``InvalidRequest`` listing every way ``body`` breaks the JSON Schema ``schema``: the
-    one validator for action inputs and for every body a route documents."""
-    errors = sorted(Draft202012Validator(schema).iter_errors(body),
-                    key=lambda e: list(e.absolute_path))
+    one validator for action inputs and for every body a route documents (``validator``:
+    one already built for ``schema``)."""
+    validator = validator or Draft202012Validator(schema)
+    if validator.is_valid(body):
+        return
+    errors = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
     if errors:
         details = [_detail(e) for e in errors]
         raise InvalidRequest("; ".join(f"{d['field']}: {d['problem']}" for d in details),
