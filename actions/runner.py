@@ -52,7 +52,7 @@ class ActionService:
         # The operators' overrides: cached per process while the web tier's rate-limit
         # round trip confirms the price generation; read fresh elsewhere (the worker).
         self.prices = prices if prices is not None else plans.PriceBook()
-        self.debits = DebitBatcher(window_s=getattr(config, "debit_batch_window_s", 0.0002))
+        self.debits = DebitBatcher(window_s=config.debit_batch_window_us / 1e6)
         self.library = library  # jobs.content.library.Library: uploads and content inputs
         self.models = models if models is not None else Catalogue()
         self.config = config

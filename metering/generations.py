@@ -34,6 +34,16 @@ log = logging.getLogger(__name__)
 KEYS = "keys"  # credentials: keys, their accounts' plans, plan limits
 PRICES = "prices"  # operators' price overrides
 
+# A counter Redis lost (restart, flush, eviction) must not count again from 0: a process
+# still holding a cache labelled 3 would trust it again at the third bump. A missing
+# counter starts from the current time in microseconds instead (the rate-limit script does
+# the same when it finds one missing), far above any count an earlier run could have reached.
+BUMP_SCRIPT = """
+local t = redis.call('TIME')
+redis.call('HSETNX', KEYS[1], ARGV[1], t[1] .. string.format('%06d', t[2]))
+return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+"""
+
 
 class Generations:
     """Bumps the counters of one Redis and key prefix (the composition root builds one per
@@ -43,6 +53,7 @@ class Generations:
     def __init__(self, redis, prefix: str):
         self.redis = redis
         self.key = f"{prefix}:gen"
+        self._bump = redis.register_script(BUMP_SCRIPT)
 
     def changed(self, field: str) -> None:
         """Bump ``field`` once the current transaction commits (now, outside one)."""
@@ -51,7 +62,7 @@ class Generations:
     def bump_now(self, field: str) -> None:
         """Bump ``field`` now (``changed`` defers it to the commit)."""
         try:
-            self.redis.hincrby(self.key, field, 1)
+            self._bump(keys=[self.key], args=[field])
         except Exception as exc:  # noqa: BLE001 (any Redis failure)
             log.error("could not bump the %s generation: %s: %s", field,
                       type(exc).__name__, exc)

@@ -90,7 +90,16 @@ STALE = "stale"  # ``gate``: the expected credential generation is not the curre
 # status 1 allowed, 0 refused, -1 stale (nothing counted).
 GATE_SCRIPT = """
 local gen = redis.call('HMGET', KEYS[3], 'keys', 'prices')
-local kg, pg = gen[1] or '0', gen[2] or '0'
+if not gen[1] or not gen[2] then
+  -- a Redis that lost the counters (restart, flush, eviction) starts them from the current
+  -- time in microseconds, never from 0, so no count seen before can come round again
+  local t = redis.call('TIME')
+  local fresh = t[1] .. string.format('%06d', t[2])
+  redis.call('HSETNX', KEYS[3], 'keys', fresh)
+  redis.call('HSETNX', KEYS[3], 'prices', fresh)
+  gen = redis.call('HMGET', KEYS[3], 'keys', 'prices')
+end
+local kg, pg = gen[1], gen[2]
 if ARGV[5] ~= '' and ARGV[5] ~= kg then
   return {-1, 0, 0, 0, kg, pg}
 end

@@ -1,0 +1,193 @@
+"""The hot path's caches and group commit keep the rules they replaced (issue 14).
+
+Each gunicorn worker caches the API keys it resolved and the operators' prices, trusted
+only at the generation Redis reports in the rate-limit round trip; concurrent debits of
+pure actions share one transaction. These tests drive a real gunicorn with two worker
+processes from real threads: a revoked key, a new price and a new plan limit are seen on
+the very next request on every process, and the batched debits stay exact."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import pytest
+import requests
+from falcon.testing import TestClient
+
+from conftest import ADMIN, bearer, ledger_sum, make_app
+
+pytestmark = pytest.mark.slow
+
+ME = "/zapier/v1/me"
+ECHO = "/zapier/v1/echo"
+
+
+def _fan_out(fn, n, threads=16):
+    """``fn(i)`` for ``i < n`` from ``threads`` threads released together, each request on
+    a new connection so that gunicorn spreads them over both worker processes."""
+    barrier = threading.Barrier(threads)
+    started = threading.local()
+
+    def call(i):
+        if not hasattr(started, "yes"):
+            started.yes = True
+            barrier.wait(timeout=20)
+        return fn(i)
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(call, range(n)))
+
+
+def _warm(url, key, n=64):
+    """Enough concurrent requests that both workers have the key cached."""
+    statuses = _fan_out(lambda _: requests.get(url + ME, headers=bearer(key),
+                                               timeout=30).status_code, n)
+    assert statuses == [200] * n
+
+
+def _plan(client, per_minute, per_day=1_000_000):
+    name = "hp" + uuid.uuid4().hex[:8]
+    resp = client.simulate_put(f"/admin/plans/{name}", headers=ADMIN,
+                               json={"perMinute": per_minute, "perDay": per_day})
+    assert resp.status_code == 200, resp.text
+    return name
+
+
+def test_a_revoked_key_is_refused_on_the_next_request_on_every_process(
+        client, make_account, server):
+    account_id, key = make_account(credits=10, plan=_plan(client, 100_000))
+    other = client.simulate_post("/api/key/generate", headers=bearer(key),
+                                 json={"description": "zap"}).json["data"]
+    _warm(server, other["apiKey"])
+    _warm(server, key)
+
+    revoked = client.simulate_delete(f"/admin/keys/{other['keyId']}", headers=ADMIN)
+    assert revoked.status_code == 200, revoked.text
+
+    def after(i):
+        r = requests.post(server + ECHO, json={"message": f"m{i}"},
+                          headers=bearer(other["apiKey"]), timeout=30)
+        return r.status_code, r.json()["error"]["code"] if r.status_code != 200 else None
+
+    assert _fan_out(after, 64) == [(401, "AUTH_FAILED")] * 64
+    assert ledger_sum(account_id) == (10, 10)  # nothing was charged to the revoked key
+    # the account's other cached key still works everywhere
+    _warm(server, key)
+
+
+def test_a_price_change_is_charged_from_the_next_request_on_every_process(
+        client, make_account, server):
+    account_id, key = make_account(credits=1000, plan=_plan(client, 100_000))
+
+    def echo(i):
+        r = requests.post(server + ECHO, json={"message": f"m{i}"}, headers=bearer(key),
+                          timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()["meta"]["creditsUsed"]
+
+    assert set(_fan_out(echo, 48)) == {1}
+    try:
+        resp = client.simulate_put("/admin/prices/echo", headers=ADMIN, json={"credits": 3})
+        assert resp.status_code == 200, resp.text
+        assert set(_fan_out(echo, 48)) == {3}
+    finally:
+        assert client.simulate_put("/admin/prices/echo", headers=ADMIN,
+                                   json={"credits": 1}).status_code == 200
+    assert set(_fan_out(echo, 16)) == {1}
+    left = 1000 - 48 - 48 * 3 - 16
+    assert ledger_sum(account_id) == (left, left)
+
+
+def test_a_plan_change_is_the_next_requests_limit_on_every_process(
+        client, make_account, server):
+    plan = _plan(client, 500)
+    _, key = make_account(credits=0, plan=plan)
+
+    def limit(_):
+        r = requests.get(server + ME, headers=bearer(key), timeout=30)
+        assert r.status_code == 200, r.text
+        return int(r.headers["X-RateLimit-Limit"])
+
+    assert set(_fan_out(limit, 48)) == {500}
+    resp = client.simulate_put(f"/admin/plans/{plan}", headers=ADMIN,
+                               json={"perMinute": 400, "perDay": 1_000_000})
+    assert resp.status_code == 200, resp.text
+    assert set(_fan_out(limit, 48)) == {400}
+
+
+def test_grouped_debits_are_exact_each_with_its_own_receipt(app, client, make_account):
+    """In-process threads through the real app: the batcher groups concurrent debits of
+    one account into shared transactions, and still exactly the balance is spent."""
+    credits, attempts = 40, 120
+    account_id, key = make_account(credits=credits, plan=_plan(client, 100_000))
+    batcher = app.deps.actions.debits
+    before_batches, before_debits = batcher.batches, batcher.debits
+
+    def echo(i):
+        r = TestClient(app).simulate_post(ECHO, json={"message": f"m{i}"},
+                                          headers=bearer(key))
+        return r.status_code, r.json
+
+    results = _fan_out(echo, attempts, threads=12)
+    paid = [body for status, body in results if status == 200]
+    refused = [body for status, body in results if status != 200]
+    assert len(paid) == credits
+    assert {b["error"]["code"] for b in refused} == {"INSUFFICIENT_CREDITS"}
+    assert len({b["meta"]["txnReceipt"] for b in paid}) == credits
+    assert sorted(b["meta"]["availableCredit"] for b in paid) == list(range(credits))
+    assert ledger_sum(account_id) == (0, 0)
+    debits = batcher.debits - before_debits
+    assert debits == attempts  # every attempt went through the batcher ...
+    assert batcher.batches - before_batches < debits  # ... sharing commits
+
+
+def test_without_redis_a_cached_key_is_not_trusted(config, schema, client, make_account,
+                                                    own_redis):
+    """Credits fail closed: while Redis is away a process cannot learn generations, so it
+    reads every key from the database and a key revoked meanwhile is refused."""
+    local = TestClient(make_app(replace(config, redis_url=own_redis.url)))
+    account_id, key = make_account(credits=5)
+    other = client.simulate_post("/api/key/generate", headers=bearer(key),
+                                 json={"description": "zap"}).json["data"]
+    for _ in range(3):  # read, then cached at the current generation, then served from it
+        assert local.simulate_get(ME, headers=bearer(other["apiKey"])).status_code == 200
+
+    own_redis.kill()
+    # revoked through another process, whose announcement this one cannot hear
+    assert client.simulate_delete(f"/admin/keys/{other['keyId']}",
+                                  headers=ADMIN).status_code == 200
+    resp = local.simulate_post(ECHO, json={"message": "x"}, headers=bearer(other["apiKey"]))
+    assert resp.status_code == 401, resp.text
+    assert resp.json["error"]["code"] == "AUTH_FAILED"
+    assert local.simulate_get(ME, headers=bearer(key)).status_code == 200  # still served
+    assert ledger_sum(account_id) == (5, 5)
+
+
+def test_a_redis_that_lost_its_counters_does_not_revive_a_stale_cache(
+        config, schema, client, make_account, own_redis):
+    """Counters Redis lost (a restart) do not count again from 0: were they to, a process
+    holding a key cached at count 1 would trust it again after the first bump."""
+    local = TestClient(make_app(replace(config, redis_url=own_redis.url)))
+    _, key = make_account(credits=5)
+    other = client.simulate_post("/api/key/generate", headers=bearer(key),
+                                 json={"description": "zap"}).json["data"]
+    # one credential change announced on this Redis, then the key cached after it
+    assert local.simulate_put(f"/admin/plans/hp{uuid.uuid4().hex[:8]}", headers=ADMIN,
+                              json={"perMinute": 50, "perDay": 500}).status_code == 200
+    for _ in range(3):
+        assert local.simulate_get(ME, headers=bearer(other["apiKey"])).status_code == 200
+    before = own_redis.client().hget(f"{config.redis_prefix}:gen", "keys")
+
+    own_redis.kill()
+    own_redis.start()  # empty: every counter lost
+    # revoked (one bump) by another process on the restarted Redis
+    elsewhere = TestClient(make_app(replace(config, redis_url=own_redis.url)))
+    assert elsewhere.simulate_delete(f"/admin/keys/{other['keyId']}",
+                                     headers=ADMIN).status_code == 200
+    assert own_redis.client().hget(f"{config.redis_prefix}:gen", "keys") != before
+    resp = local.simulate_get(ME, headers=bearer(other["apiKey"]))
+    assert resp.status_code == 401, resp.text
+    assert resp.json["error"]["code"] == "AUTH_FAILED"
