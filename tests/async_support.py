@@ -83,9 +83,10 @@ def image_host():
 
 
 class Receiver(_Server):
-    """A webhook target recording each request; answers from a script of status codes."""
+    """A webhook target recording each request; answers from a script of status codes,
+    with ``answer`` (bytes, or a callable of the status) as the response body."""
 
-    def __init__(self, statuses=None):
+    def __init__(self, statuses=None, answer=b""):
         self.requests = []
         self.statuses = list(statuses or [])
         receiver = self
@@ -100,9 +101,11 @@ class Receiver(_Server):
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
                 receiver.requests.append({"path": self.path, "headers": dict(self.headers),
                                           "body": body, "status": status})
+                data = answer(status) if callable(answer) else answer
                 self.send_response(status)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                self.wfile.write(data)
 
         super().__init__(Handler)
 
