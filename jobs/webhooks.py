@@ -270,6 +270,16 @@ def _settle(row, *, redelivery=False, **fields) -> None:
 
 def _log_attempt(row, rt, *, outcome, response_code=None, response_excerpt="", error=None,
                  duration_ms=0, next_retry_at=None, redelivery=False) -> None:
+    """Log one attempt; an endpoint's log keeps its newest ``WEBHOOK_LOG_KEEP`` attempts,
+    so a receiver failing for months cannot grow the table without bound."""
+    if row.endpoint:
+        mine = (DeliveryAttempt.account == row.account_id) & (
+            DeliveryAttempt.endpoint == row.endpoint)
+        oldest_kept = (DeliveryAttempt.select(DeliveryAttempt.id).where(mine)
+                       .order_by(DeliveryAttempt.id.desc())
+                       .offset(rt.config.webhook_log_keep - 1).limit(1).scalar())
+        if oldest_kept is not None:
+            DeliveryAttempt.delete().where(mine & (DeliveryAttempt.id <= oldest_kept)).execute()
     DeliveryAttempt.create(delivery=row.id, account=row.account_id, endpoint=row.endpoint,
                            event=row.event, attempted_at=rt.clock.now(), outcome=outcome,
                            response_code=response_code, response_excerpt=response_excerpt,

@@ -145,8 +145,17 @@ def burst(config, queues=("cpu",), clock=None):
     from core.clock import SYSTEM
     from gateway.services import install_worker_runtime
 
+    class BurstWorker(SimpleWorker):
+        """RQ's command channel (pub/sub: stop-job, kill-horse) is never used by the
+        product, and stopping its listener thread can wait out its 60 s poll (redis-py's
+        ``PubSubWorkerThread.stop`` joins without a timeout when the unsubscribe reply is
+        read before the stop flag): a burst worker listens for no commands."""
+
+        def subscribe(self):
+            self.pubsub_thread = None
+
     rt = install_worker_runtime(config, clock=clock or SYSTEM)
-    worker = SimpleWorker([f"{config.redis_prefix}:{q}" for q in queues], connection=rt.redis)
+    worker = BurstWorker([f"{config.redis_prefix}:{q}" for q in queues], connection=rt.redis)
     worker.work(burst=True)
     return rt
 

@@ -179,6 +179,26 @@ def test_rotation_signs_with_both_secrets_until_the_overlap_ends(lclient, lconfi
         target.close()
 
 
+def test_the_delivery_log_keeps_the_newest_attempts(lclient, lconfig, make_account):
+    """``WEBHOOK_LOG_KEEP`` bounds each endpoint's log; other endpoints keep theirs."""
+    _, key = make_account()
+    target = Receiver()
+    try:
+        pruned = create(lclient, key, target.url, ["credits.low"])
+        kept = create(lclient, key, target.url, ["credits.low"])
+        sent = []
+        for endpoint in (kept, pruned, pruned, pruned):
+            resp = lclient.simulate_post(f"{BASE}/{endpoint['id']}/test", headers=bearer(key))
+            sent.append(resp.json["data"]["delivery"]["id"])
+            burst(lconfig.replace(webhook_log_keep=2), queues=("webhooks",))
+        assert len(target.requests) == 4
+        log = log_of(lclient, key, pruned["id"], 2)
+        assert [a["deliveryId"] for a in log] == sent[:0:-1][:2]
+        assert [a["deliveryId"] for a in log_of(lclient, key, kept["id"], 1)] == sent[:1]
+    finally:
+        target.close()
+
+
 BAD_CREATES = [
     ({"events": ["credits.low"]}, "url"),
     ({"url": "ftp://example.com/x", "events": ["credits.low"]}, "url"),
