@@ -455,6 +455,7 @@ class Config:
     wait_slots_total: int = 0
     wait_slots_per_process: int = 0
     webhook_retry_schedule: tuple = ()  # seconds between retries; empty: about a day
+    webhook_log_keep: int = 1000  # delivery-log attempts kept per webhook endpoint
     models_file: str = ""  # the model catalogue (JSON); empty: DATA_DIR/models.json if any
     gpu_device: str = "auto"  # auto | cpu | cuda | cuda:N, for generation workers
     gpu_max_models: int = 1  # pipelines a worker keeps loaded at once
@@ -518,6 +519,7 @@ class Config:
             wait_slots_per_process=_int(env, "WAIT_SLOTS_PER_PROCESS", 0, 0,
                                         _int(env, "GATEWAY_THREADS", 8, 1) - 1),
             webhook_retry_schedule=_floats(env, "WEBHOOK_RETRY_SCHEDULE", ()),
+            webhook_log_keep=_int(env, "WEBHOOK_LOG_KEEP", 1000, 1, 1_000_000),
             models_file=env.get("MODELS_FILE", ""),
             gpu_device=env.get("GPU_DEVICE") or "auto",
             gpu_max_models=_int(env, "GPU_MAX_MODELS", 1),

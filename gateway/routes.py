@@ -23,6 +23,7 @@ from gateway.resources import (
     resumable,
     sessions,
     social,
+    webhook_endpoints,
     workflows2,
 )
 
@@ -60,6 +61,20 @@ def route_table(deps) -> list[tuple[str, object]]:
         ("/zapier/v1/hooks/{hook_id}", hooks.HookItem()),
         ("/zapier/v1/hooks/secret/rotate", hooks.HookSecretRotate()),
         ("/zapier/v1/credits/low-threshold", hooks.LowCreditThreshold()),
+        # Webhook endpoints like Stripe's (issue 15; docs/API.md)
+        ("/zapier/v1/webhook-endpoints", webhook_endpoints.WebhookEndpoints(deps)),
+        ("/zapier/v1/webhook-endpoints/{endpoint_id}",
+         webhook_endpoints.WebhookEndpointItem(deps)),
+        ("/zapier/v1/webhook-endpoints/{endpoint_id}/rotate-secret",
+         webhook_endpoints.WebhookEndpointRotate(deps)),
+        ("/zapier/v1/webhook-endpoints/{endpoint_id}/test",
+         webhook_endpoints.WebhookEndpointTest(deps)),
+        ("/zapier/v1/webhook-endpoints/{endpoint_id}/deliveries",
+         webhook_endpoints.WebhookEndpointDeliveries(deps)),
+        ("/zapier/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}",
+         webhook_endpoints.WebhookDeliveryItem()),
+        ("/zapier/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/redeliver",
+         webhook_endpoints.WebhookDeliveryRedeliver(deps)),
         # Credits (CONTRACT 4)
         ("/zapier/v1/credits", credits.Credits()),
         ("/zapier/v1/credits/transactions", credits.Transactions(config)),

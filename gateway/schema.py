@@ -33,6 +33,19 @@ def _projects(db):
         migrate(migrator.add_column(table, "consumed", column, allow_not_null=True))
 
 
+def _webhook_endpoints(db):
+    """Create the endpoint and attempt tables and add ``deliveries.endpoint`` where it is
+    missing (a database made before it existed); both steps are safe to run again."""
+    from peewee import CharField
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    db.create_tables(list(job_models.ENDPOINT_MODELS), safe=True)
+    table = job_models.Delivery._meta.table_name
+    if "endpoint" not in {c.name for c in db.get_columns(table)}:
+        migrator = SchemaMigrator.from_database(getattr(db, "obj", None) or db)
+        migrate(migrator.add_column(table, "endpoint", CharField(max_length=40, null=True)))
+
+
 MIGRATIONS = [
     # Accounts, keys, plans, prices, the credit ledger and idempotency records.
     (1, "initial schema",
@@ -59,6 +72,9 @@ MIGRATIONS = [
     (10, "content library", migrations.create_tables(*content_models.ALL_MODELS)),
     # Upload size limits and storage quotas per plan.
     (11, "storage limits per plan", migrations.create_tables(*content_models.PLAN_MODELS)),
+    # Webhook endpoints (issue 15): several per account, each with its own secret and
+    # event filter, and the per-attempt delivery log.
+    (13, "webhook endpoints and delivery attempts", _webhook_endpoints),
 ]
 
 

@@ -112,7 +112,8 @@ class Delivery(BaseModel):
     id = BigAutoField()
     msg_id = CharField(max_length=40, unique=True)
     account = ForeignKeyField(Account, on_delete="CASCADE")
-    hook = CharField(max_length=40, null=True)  # null: a callback_url delivery
+    hook = CharField(max_length=40, null=True)  # null: a callback_url or endpoint delivery
+    endpoint = CharField(max_length=40, null=True)  # a WebhookEndpoint's id (migration 13)
     event = CharField(max_length=40)
     target_url = TextField()
     payload = TextField()
@@ -131,4 +132,53 @@ class LowCreditState(BaseModel):
     below = SmallIntegerField(default=0)
 
 
+class WebhookEndpoint(BaseModel):
+    """A webhook endpoint like Stripe's: its own URL, signing secret, event filter, switch.
+
+    The secret is kept as is because signing needs it (as ``WebhookSecret``): it
+    authenticates us to the receiver and grants nothing on the gateway. It is shown once,
+    when made or rotated, and never again. After a rotation the previous secret signs too
+    (a second ``v1,`` signature) until ``previous_expires_at``, so a receiver can switch
+    secrets without refusing a single delivery.
+    """
+
+    id = CharField(primary_key=True, max_length=40)
+    account = ForeignKeyField(Account, on_delete="CASCADE")
+    url = TextField()
+    description = CharField(max_length=256, default="")
+    events = TextField()  # JSON list of event types; ["*"]: every event
+    enabled = SmallIntegerField(default=1)
+    secret = CharField(max_length=80)
+    previous_secret = CharField(max_length=80, null=True)
+    previous_expires_at = DateTimeField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("account", "created_at"), False),)
+
+
+class DeliveryAttempt(BaseModel):
+    """One POST of a delivery (the delivery log): when, the answer, how long, what next."""
+
+    id = BigAutoField()
+    delivery = ForeignKeyField(Delivery, on_delete="CASCADE")
+    account = ForeignKeyField(Account, on_delete="CASCADE")
+    endpoint = CharField(max_length=40, null=True)  # null: a hook's or callback's attempt
+    event = CharField(max_length=40)
+    attempted_at = DateTimeField(default=utcnow)
+    outcome = CharField(max_length=16)  # succeeded | failed
+    response_code = IntegerField(null=True)  # null: no answer (see error)
+    response_excerpt = TextField(default="")
+    error = TextField(null=True)
+    duration_ms = IntegerField(default=0)
+    next_retry_at = DateTimeField(null=True)
+    redelivery = SmallIntegerField(default=0)  # 1: asked for by the account, never retried
+
+    class Meta:
+        indexes = ((("account", "endpoint", "id"), False),)
+
+
 ALL_MODELS = [Composition, Post, Hook, WebhookSecret, Delivery, LowCreditState]
+# Migration 13: Stripe-like endpoints and the per-attempt delivery log.
+ENDPOINT_MODELS = [WebhookEndpoint, DeliveryAttempt]

@@ -307,13 +307,28 @@ def _send(session, method, url, field, **kw):
 def post_json(url, body_bytes, headers, *, policy, timeout=(3.05, 15), field="url") -> int:
     """POST a JSON body (webhooks, callbacks); redirects are not followed. Returns the
     status code; an unreachable or refused target raises ``OutboundRefused``."""
+    return post_json_answer(url, body_bytes, headers, policy=policy, timeout=timeout,
+                            field=field)[0]
+
+
+def post_json_answer(url, body_bytes, headers, *, policy, timeout=(3.05, 15), field="url",
+                     excerpt_bytes=0) -> tuple[int, bytes]:
+    """``post_json`` that also reads the first ``excerpt_bytes`` of the answer (a webhook
+    delivery log shows them): ``(status, excerpt)``. One socket read at most (``read1``),
+    so a receiver answering a huge, endless or dripping body cannot hold the worker."""
     url = str(url).strip()
     policy.check_url(url, field)
     with policy.session() as session:
         resp = _send(session, "POST", url, field, data=body_bytes, headers=headers,
                      timeout=timeout)
         with resp:
-            return resp.status_code
+            excerpt = b""
+            if excerpt_bytes:
+                try:
+                    excerpt = resp.raw.read1(excerpt_bytes, decode_content=True) or b""
+                except (u3exc.HTTPError, requests.RequestException, OSError, ValueError):
+                    excerpt = b""  # the status already came; a broken body is no failure
+            return resp.status_code, excerpt[:excerpt_bytes]
 
 
 def load_image(content, *, max_pixels=40_000_000, formats=("JPEG", "PNG", "WEBP", "GIF"),

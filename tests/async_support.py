@@ -83,9 +83,10 @@ def image_host():
 
 
 class Receiver(_Server):
-    """A webhook target recording each request; answers from a script of status codes."""
+    """A webhook target recording each request; answers from a script of status codes,
+    with ``answer`` (bytes, or a callable of the status) as the response body."""
 
-    def __init__(self, statuses=None):
+    def __init__(self, statuses=None, answer=b""):
         self.requests = []
         self.statuses = list(statuses or [])
         receiver = self
@@ -100,9 +101,11 @@ class Receiver(_Server):
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
                 receiver.requests.append({"path": self.path, "headers": dict(self.headers),
                                           "body": body, "status": status})
+                data = answer(status) if callable(answer) else answer
                 self.send_response(status)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                self.wfile.write(data)
 
         super().__init__(Handler)
 
@@ -142,8 +145,17 @@ def burst(config, queues=("cpu",), clock=None):
     from core.clock import SYSTEM
     from gateway.services import install_worker_runtime
 
+    class BurstWorker(SimpleWorker):
+        """RQ's command channel (pub/sub: stop-job, kill-horse) is never used by the
+        product, and stopping its listener thread can wait out its 60 s poll (redis-py's
+        ``PubSubWorkerThread.stop`` joins without a timeout when the unsubscribe reply is
+        read before the stop flag): a burst worker listens for no commands."""
+
+        def subscribe(self):
+            self.pubsub_thread = None
+
     rt = install_worker_runtime(config, clock=clock or SYSTEM)
-    worker = SimpleWorker([f"{config.redis_prefix}:{q}" for q in queues], connection=rt.redis)
+    worker = BurstWorker([f"{config.redis_prefix}:{q}" for q in queues], connection=rt.redis)
     worker.work(burst=True)
     return rt
 
