@@ -25,7 +25,7 @@ from jobs.queues import gpu_queue
 from jobs.stories import Story, StoryScene
 from metering.db import write_transaction
 
-# progress at the start of each stage
+# progress at the start of each stage (``narration`` includes the subtitles)
 STAGES = {"writing": 1, "scenes": 8, "images": 10, "narration": 70, "video": 90}
 
 
@@ -105,7 +105,8 @@ def perform(ctx: JobContext, data: dict) -> dict:
                         "scene": n + 1, "seed": row.seed})
     _stage(ctx, "narration")
     video, timed, summary = pipeline.render(ctx, Story.get_by_id(ctx.uid), texts, images,
-                                            STAGES["narration"], 99 - STAGES["narration"])
+                                            STAGES["narration"], 99 - STAGES["narration"],
+                                            on_video=lambda: _stage(ctx, "video"))
     pipeline.record_render(ctx.uid, timed, summary, ctx.now())
     posts = [{"cardPoster": outputs[0]["url"], "deliverable": video[0], "platform": "web",
               "postFormat": "video", "contentType": "story-video",

@@ -133,6 +133,9 @@ def test_story_video_end_to_end_then_regenerate(gclient, gen_account, gworker, g
 
     task, seen = wait_task(gclient, key, f"/video/tasks/{task_id}")
     assert task["status"] == "completed", task
+    order = ["queued", "writing", "scenes", "images", "narration", "video", "done"]
+    stages = [order.index(stage) for _, _, stage in seen]
+    assert stages == sorted(stages), seen  # the stages seen came in pipeline order
     assert task["progress"] == 100 and task["stage"] == "done" and task["error_message"] is None
     # progress only moves forward
     assert [p for _, p, _ in seen] == sorted(p for _, p, _ in seen)
@@ -243,11 +246,24 @@ def test_bad_options_refused_with_nothing_charged(gclient, gen_account, gconfig)
     assert ledger_sum(account_id) == (100, 100)
 
 
-def test_failed_narration_is_refunded(gclient, gen_account, gconfig, schema):
-    """A worker whose narration engine cannot run: the task fails with a clear message
-    once its images are made, and the whole debit comes back."""
+@pytest.fixture(scope="module")
+def tiny_writer(tmp_path_factory):
+    """A random-weight GPT-2 and word-level tokenizer for STORY_WRITER_MODEL."""
+    from actions.story.tiny_writer import make_tiny_writer
+
+    return make_tiny_writer(tmp_path_factory.mktemp("writer"), seed=0)
+
+
+def test_model_writer_then_failed_narration_is_refunded(gclient, gen_account, gconfig,
+                                                         schema, tiny_writer):
+    """A worker configured with a local transformers writer and a narration engine that
+    cannot run: the model writes the story, the images are made, then the task fails with
+    a clear message and the whole debit comes back."""
+    from actions.story.tiny_writer import PUNCTUATION, WORDS
+
     proc = start_worker(gconfig, queues="gpu,webhooks", MODELS_FILE=gconfig.models_file,
-                        STORY_ESPEAK_BIN="/nonexistent/espeak-ng")
+                        STORY_ESPEAK_BIN="/nonexistent/espeak-ng",
+                        STORY_WRITER_MODEL=str(tiny_writer))
     try:
         account_id, key = gen_account(100)
         resp = gclient.simulate_post("/video", json=BODY, headers=bearer(key))
@@ -257,6 +273,9 @@ def test_failed_narration_is_refunded(gclient, gen_account, gconfig, schema):
         stop_worker(proc)
     assert task["status"] == "failed", task
     assert "narration" in task["error_message"]
+    # the story is the model's: its vocabulary only, cut into the four scenes
+    assert set(task["story_text"].split()) <= set(WORDS) | set(PUNCTUATION)
+    assert " ".join(i["text"] for i in task["images"]) == " ".join(task["story_text"].split())
     assert task["stage"] == "narration" and task["url"] is None
     assert [i["status"] for i in task["images"]] == ["completed"] * SCENES
     assert task["refundReceipt"]

@@ -77,10 +77,12 @@ def load_image(ctx, scene: StoryScene):
     return image.convert("RGB")
 
 
-def render(ctx, story: Story, texts: list[str], images: list, start: int, span: int):
+def render(ctx, story: Story, texts: list[str], images: list, start: int, span: int,
+           on_video=None):
     """Narrate each scene, time the subtitles to the narration, assemble the MP4 and save
-    it with its subtitles. Returns ``(outputs, per-scene (slot, cues), summary)``; writes
-    nothing to the story (the caller does, with the rest of its stage)."""
+    it with its subtitles (``on_video()`` is called as the assembly starts). Returns
+    ``(outputs, per-scene (slot, cues), summary)``; writes nothing to the story's row (the
+    caller does, with the rest of its stage)."""
     speaker = backend_for(ctx.config)
     speeches = []
     for n, text in enumerate(texts):
@@ -94,6 +96,8 @@ def render(ctx, story: Story, texts: list[str], images: list, start: int, span: 
     vtt = ctx.save("subtitles.vtt", timeline.vtt(every_cue).encode())
     srt = ctx.save("subtitles.srt", timeline.srt(every_cue).encode())
     ctx.progress(start + span // 2)
+    if on_video is not None:
+        on_video()
     data = mp4(images, slots, wav_bytes(track))
     ctx.progress(start + span * 9 // 10)
     width, height = images[0].size

@@ -200,10 +200,14 @@ def sentences(text: str) -> list[str]:
 
 
 def split_scenes(text: str, count: int) -> list[str]:
-    """``count`` consecutive groups of whole sentences, as even as the text allows."""
+    """``count`` consecutive groups of whole sentences, as even as the text allows; a text
+    with fewer sentences than scenes (a small model's run-on prose) is cut by words."""
     found = sentences(text)
     if len(found) < count:
-        raise StoryFailed("STORY_TOO_SHORT", f"The story writer produced {len(found)} sentences; "
-                          f"{count} scenes need at least {count}")
+        found = clean(text).split()
+        if len(found) < 2 * count:
+            raise StoryFailed("STORY_TOO_SHORT",
+                              f"The story writer produced {len(found)} words; {count} "
+                              f"scenes need at least {2 * count}")
     bounds = [round(i * len(found) / count) for i in range(count + 1)]
     return [" ".join(found[bounds[i]:bounds[i + 1]]) for i in range(count)]
