@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import imageio_ffmpeg
 import pytest
@@ -160,14 +162,26 @@ def test_story_video_end_to_end_then_regenerate(gclient, gen_account, gworker, g
     assert theirs.json["error"]["code"] == "NOT_FOUND"
     assert ledger_sum(other_id) == (50, 50)
 
-    # regenerate scene 2: its own debit and receipt, the video re-rendered with it
+    # two scenes regenerated at once (real threads): one is accepted and paid, the other
+    # refused with nothing charged, since a video is re-rendered by one task at a time
     regen_price = quote(gclient, key, "story-image", {"image_id": images[1]["id"]})
     assert regen_price == image_credits + 1
-    resp = gclient.simulate_post(f"/images/{images[1]['id']}", json={"seed": 99},
-                                 headers=bearer(key))
-    assert resp.status_code == 202, resp.text
+    barrier = threading.Barrier(2)
+
+    def regenerate(image):
+        barrier.wait(timeout=20)
+        return gclient.simulate_post(f"/images/{image['id']}", json={"seed": 99},
+                                     headers=bearer(key))
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(regenerate, images[1:3]))
+    assert sorted(r.status_code for r in answers) == [202, 409], [r.text for r in answers]
+    resp = next(r for r in answers if r.status_code == 202)
+    refused = next(r for r in answers if r.status_code == 409).json
+    assert refused["error"]["code"] == "CONFLICT" and "txnReceipt" not in refused["meta"]
+    won = 1 if answers[0].status_code == 202 else 2  # which scene is being regenerated
     regen = resp.json["data"]
-    assert regen["image_id"] == images[1]["id"] and regen["video_task_id"] == task_id
+    assert regen["image_id"] == images[won]["id"] and regen["video_task_id"] == task_id
     assert resp.json["meta"]["creditsUsed"] == regen_price
     receipt = resp.json["meta"]["txnReceipt"]
     assert receipt != meta["txnReceipt"]
@@ -181,10 +195,10 @@ def test_story_video_end_to_end_then_regenerate(gclient, gen_account, gworker, g
     assert done["images"][0]["task_id"] == regen["task_id"]
     again = get(gclient, key, f"/video/tasks/{task_id}")
     assert again["url"] != task["url"]
-    assert again["images"][1]["urls"] != images[1]["urls"]
-    assert again["images"][1]["urls"] == done["images"][0]["urls"]
-    assert [i["urls"] for n, i in enumerate(again["images"]) if n != 1] == \
-        [i["urls"] for n, i in enumerate(images) if n != 1]
+    assert again["images"][won]["urls"] != images[won]["urls"]
+    assert again["images"][won]["urls"] == done["images"][0]["urls"]
+    assert [i["urls"] for n, i in enumerate(again["images"]) if n != won] == \
+        [i["urls"] for n, i in enumerate(images) if n != won]
     assert output_path(gconfig, again["url"]).read_bytes() != first.read_bytes()
     check_video(gconfig, again)
     assert ledger_sum(account_id) == (200 - spent, 200 - spent)
@@ -233,9 +247,17 @@ def test_bad_options_refused_with_nothing_charged(gclient, gen_account, gconfig)
             assert not Composition.select().where(Composition.account == who).exists()
             assert not Story.select().where(Story.account == who).exists()
 
-    # no worker: the task waits, its scenes do not exist yet, a cancel refunds it
-    resp = gclient.simulate_post("/video", json=BODY, headers=bearer(key))
+    # no worker: the task waits, its scenes do not exist yet; the same Idempotency-Key is
+    # the same task, paid once; a cancel refunds it
+    once = {**bearer(key), "Idempotency-Key": "story-1"}
+    resp = gclient.simulate_post("/video", json=BODY, headers=once)
     assert resp.status_code == 202
+    replay = gclient.simulate_post("/video", json=BODY, headers=once)
+    assert replay.headers.get("Idempotent-Replayed") == "true"
+    assert replay.json["data"]["task_id"] == resp.json["data"]["task_id"]
+    assert replay.json["meta"]["txnReceipt"] == resp.json["meta"]["txnReceipt"]
+    price = resp.json["meta"]["creditsUsed"]
+    assert ledger_sum(account_id) == (100 - price, 100 - price)
     task = get(gclient, key, f"/video/tasks/{resp.json['data']['task_id']}")
     assert (task["status"], task["stage"], task["images"]) == ("queued", "queued", [])
     cancel = gclient.simulate_post(f"/zapier/v1/compositions/{task['task_id']}/cancel",
