@@ -11,10 +11,42 @@ from __future__ import annotations
 
 from gateway import metrics
 from gateway.envelope import ok
-from gateway.resources.aimg import WAIT_QUERY, _responses, _success
 from gateway.resources.common import base_url, json_body, wait_for, wait_seconds
 from jobs import stories
 from jobs.models import Composition
+
+# --- OpenAPI (seed 001 objects inside the envelope) -----------------------------------------
+# The same response shapes as the AIMG routes (gateway/resources/aimg.py) use; kept here
+# because resources do not import one another.
+
+ERROR = {"description": "Error envelope (see error.code)",
+         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+LIMITED = {"description": "RATE_LIMITED; see Retry-After",
+           "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+RATE_HEADERS = {h: {"$ref": f"#/components/headers/{h}"} for h in (
+    "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "X-Request-ID")}
+ACCEPTED_HEADERS = {**RATE_HEADERS,
+                    "Location": {"description": "The task route to poll",
+                                 "schema": {"type": "string", "format": "uri"}},
+                    "Retry-After": {"description": "Seconds before polling again",
+                                    "schema": {"type": "integer"}}}
+WAIT_QUERY = {"name": "wait", "in": "query", "required": False,
+              "description": "Seconds to wait for the end (0-60; also Prefer: wait=N). "
+                             "Default 0: seed 001 clients poll the task route.",
+              "schema": {"type": "integer", "minimum": 0, "maximum": 60}}
+
+
+def _success(description, data_schema, headers=RATE_HEADERS) -> dict:
+    return {"description": description, "headers": headers,
+            "content": {"application/json": {"schema": {"allOf": [
+                {"$ref": "#/components/schemas/Success"},
+                {"type": "object", "properties": {"data": data_schema}}]}}}}
+
+
+def _responses(method, codes) -> dict:
+    return {method: {**codes, "429": LIMITED, "default": ERROR}}
+
 
 NULL_STR = {"type": ["string", "null"]}
 STATUS = {"enum": ["queued", "running", "completed", "failed", "cancelled"]}
@@ -100,7 +132,8 @@ class Video:
     openapi_idempotent = True
     openapi_responses = _responses("post", {
         "200": _success("The task already ended", TASK),
-        "202": _success("Accepted: queued or running; poll GET /video/tasks/{task_id}", TASK)})
+        "202": _success("Accepted: queued or running; poll GET /video/tasks/{task_id}", TASK,
+                        ACCEPTED_HEADERS)})
 
     def __init__(self, deps):
         self.deps = deps
@@ -141,9 +174,10 @@ class ImageTask:
 class ImageRegenerate:
     """Regenerate one scene image and re-render its video (seed 001): the story-image action.
 
-    Metered on its own (its own txnReceipt): one scene image + the re-render. Optional body
-    {seed, client_reference_id}. 404 for another account's image id, 409 while the video
-    is not completed or another of its images is being regenerated (nothing charged).
+    Metered on its own (its own txnReceipt): one scene image + the re-render. Optional
+    body {seed, client_reference_id, callback_url}. 404 for another account's image id,
+    409 while the video is not completed or another of its images is being regenerated
+    (nothing charged).
     Answers 202 while running; poll GET /images/tasks/{task_id}; the video's url changes
     when it completes."""
 
@@ -151,16 +185,17 @@ class ImageRegenerate:
     openapi_tag = "Story videos"
     openapi_query = {"post": [WAIT_QUERY]}
     openapi_idempotent = True
-    openapi_body = {"post": {"type": "object", "properties": {
-        "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
-        "client_reference_id": {"type": "string", "maxLength": 255}},
-        "additionalProperties": False}}
     openapi_responses = _responses("post", {
         "200": _success("The regeneration already ended", REGENERATED),
-        "202": _success("Accepted; poll GET /images/tasks/{task_id}", REGENERATED)})
+        "202": _success("Accepted; poll GET /images/tasks/{task_id}", REGENERATED,
+                        ACCEPTED_HEADERS)})
 
     def __init__(self, deps):
         self.deps = deps
+        schema = deps.registry.get("story-image").json_schema()  # image_id is in the path
+        self.openapi_body = {"post": {
+            **schema, "properties": {k: v for k, v in schema["properties"].items()
+                                     if k != "image_id"}, "required": []}}
 
     def on_post(self, req, resp, image_id):
         body = {**json_body(req), "image_id": image_id}
