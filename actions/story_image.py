@@ -91,7 +91,7 @@ ACTION = Action(
                 "+ base credits for the re-render",
     record=record,
     fields=(
-        Field("image_id", required=True, max_length=40, label="Image ID",
+        Field("image_id", required=True, max_length=200, label="Image ID",
               help="The scene image to regenerate (images[].id of GET /video/tasks/{id})."),
         Field("seed", type="integer", minimum=0, maximum=gen.SEED_MAX,
               help="The new image's seed; absent: random."),
