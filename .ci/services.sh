@@ -27,3 +27,14 @@ if [ "${GATEWAY_SKIP_BROWSER:-0}" != "1" ] && { [ ! -x /usr/bin/chromium ] || [ 
     tail -n 5 /tmp/gateway-chromium-apt.log
   fi
 fi
+# espeak-ng narrates story videos (docs/STORY.md; tests/test_story_video.py). A failed
+# install does not fail this script: those tests then fail and say why.
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  echo "installing espeak-ng"
+  if ! { apt-get update -qq >/tmp/gateway-espeak-apt.log 2>&1 \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+         espeak-ng >>/tmp/gateway-espeak-apt.log 2>&1; }; then
+    echo "could not install espeak-ng (the story video tests will fail):"
+    tail -n 5 /tmp/gateway-espeak-apt.log
+  fi
+fi

@@ -103,6 +103,8 @@ class ActionContext:
     registry: Registry
     library: object = None  # jobs.content.library.Library
     receipt: str | None = None  # the debit's receipt, when the call is paid
+    # (action name, body) -> what that input would cost the caller, validated as a call
+    quote: Callable[[str, dict], int] | None = None
 
 
 SyncPerform = Callable[[ActionContext, dict], dict]

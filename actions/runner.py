@@ -91,6 +91,15 @@ class ActionService:
             self.policy.check_url(data["callback_url"], field="callback_url")
         return action, data
 
+    def quote_input(self, account_id, name, body) -> int:
+        """What ``body`` would cost on ``name``, validated and prechecked as the call."""
+        data = {}
+        try:
+            action, data = self.prepare(name, body, account_id)
+            return self.quote(action, data)
+        finally:
+            discard_private(data)
+
     def estimate(self, caller, name, body, private=None) -> dict:
         """The price of an input, without running or charging anything."""
         data = dict(private or {})
@@ -159,6 +168,7 @@ class ActionService:
             account_id=caller.account_id, request_id=request_id, price_of=self.price_of,
             balance=lambda: ledger.balance(caller.account_id), registry=self.registry,
             library=self.library,
+            quote=lambda name, body: self.quote_input(caller.account_id, name, body),
         )
         meta = {"action": action.name}
         if action.mode == "async":

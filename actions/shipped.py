@@ -11,13 +11,16 @@ from actions import (
     generate_video,
     product_listing,
     project_run,
+    story_image,
+    story_video,
     upload,
 )
 from actions.registry import Registry
 from actions.workflow import nodes
 
 ACTIONS = (echo.ACTION, echo_async.ACTION, estimate_cost.ACTION, generate_image.ACTION,
-           generate_video.ACTION, product_listing.ACTION, project_run.ACTION, upload.ACTION)
+           generate_video.ACTION, product_listing.ACTION, project_run.ACTION, story_image.ACTION,
+           story_video.ACTION, upload.ACTION)
 
 
 def default_registry() -> Registry:

@@ -462,6 +462,13 @@ class Config:
     gpu_batch_max: int = 1  # queued requests of one model and size run as one batch
     gpu_memory_limit_mb: int = 0  # 0: none; else the memory a worker may use past its models
     listing_background_model: str = ""  # a catalogue model for product-listing backgrounds
+    # Story videos (docs/STORY.md): the scene images' model (empty: the catalogue's first),
+    # a local transformers text model for the story writer (empty: the template writer),
+    # the narration backend (espeak, or module:factory) and the espeak-ng binary.
+    story_image_model: str = ""
+    story_writer_model: str = ""
+    story_tts_backend: str = "espeak"
+    story_espeak_bin: str = "espeak-ng"
     # Billing plans and gift cards (docs/BILLING.md).
     billing_interval_s: int = 3600  # how often the worker's scheduler grants allowances
     gift_card_failures_per_window: int = 10  # failed redeems per account per window
@@ -526,6 +533,10 @@ class Config:
             gpu_batch_max=_int(env, "GPU_BATCH_MAX", 1),
             gpu_memory_limit_mb=_int(env, "GPU_MEMORY_LIMIT_MB", 0),
             listing_background_model=env.get("LISTING_BACKGROUND_MODEL", ""),
+            story_image_model=env.get("STORY_IMAGE_MODEL", ""),
+            story_writer_model=env.get("STORY_WRITER_MODEL", ""),
+            story_tts_backend=env.get("STORY_TTS_BACKEND") or "espeak",
+            story_espeak_bin=env.get("STORY_ESPEAK_BIN") or "espeak-ng",
             billing_interval_s=_int(env, "BILLING_INTERVAL_SECONDS", 3600, 1),
             gift_card_failures_per_window=_int(env, "GIFT_CARD_FAILURES_PER_WINDOW", 10, 1),
             gift_card_failure_window_s=_int(env, "GIFT_CARD_FAILURE_WINDOW_SECONDS", 3600, 1),

@@ -23,6 +23,7 @@ from gateway.resources import (
     resumable,
     sessions,
     social,
+    stories,
     webhook_endpoints,
     workflows2,
 )
@@ -102,6 +103,11 @@ def route_table(deps) -> list[tuple[str, object]]:
         # Password bearer tokens (seed 001; docs/SESSIONS.md)
         ("/auth/token", sessions.AuthToken(token_service, login_guard)),
         ("/auth/refresh", sessions.AuthRefresh(token_service, login_guard)),
+        # Story videos (seed 001; docs/STORY.md)
+        ("/video", stories.Video(deps)),
+        ("/video/tasks/{task_id}", stories.VideoTask()),
+        ("/images/tasks/{task_id}", stories.ImageTask()),
+        ("/images/{image_id}", stories.ImageRegenerate(deps)),
         # Account data, settings, usage and self user (seeds 000, 002, 003)
         ("/api/account/data", sessions.AccountData(deps, login_guard)),
         ("/api/account/settings/set", sessions.SettingsSet(deps.clock)),

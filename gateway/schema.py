@@ -8,6 +8,7 @@ Append new migrations; never edit or renumber an applied one.
 from __future__ import annotations
 
 from jobs import models as job_models
+from jobs import stories
 from jobs.content import models as content_models
 from jobs.workflows import models as workflow_models
 from metering import billing, giftcards, migrations
@@ -72,6 +73,8 @@ MIGRATIONS = [
     (10, "content library", migrations.create_tables(*content_models.ALL_MODELS)),
     # Upload size limits and storage quotas per plan.
     (11, "storage limits per plan", migrations.create_tables(*content_models.PLAN_MODELS)),
+    # Story videos (issue 16, seed 001): stories and their scenes.
+    (12, "story videos", migrations.create_tables(*stories.ALL_MODELS)),
     # Webhook endpoints (issue 15): several per account, each with its own secret and
     # event filter, and the per-attempt delivery log.
     (13, "webhook endpoints and delivery attempts", _webhook_endpoints),

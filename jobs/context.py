@@ -53,6 +53,10 @@ class JobContext:
         """The worker's pipeline cache (loads torch on first use)."""
         return self._rt.pipelines
 
+    def now(self):
+        """The runtime clock's "now" (naive UTC), for the rows a ``perform`` writes."""
+        return self._clock.now()
+
     def save(self, name, data: bytes) -> str:
         """Store an output; the URL to hand back. Images and videos become content items
         of the account (its "creations", listed with its uploads) behind a signed link;

@@ -11,7 +11,8 @@ from jobs.views import base_url
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 CONTENT_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png",
                  "webp": "image/webp", "gif": "image/gif", "mp4": "video/mp4",
-                 "json": "application/json"}
+                 "json": "application/json", "vtt": "text/vtt; charset=utf-8",
+                 "srt": "application/x-subrip; charset=utf-8"}
 
 
 class Storage:

@@ -4,7 +4,10 @@
   bearer session): a short-lived JWT access token plus an opaque refresh token.
 - ``POST /auth/refresh`` spends a refresh token (single use) for a new pair in the same
   family. Presenting an already rotated refresh token after the grace period is treated
-  as theft: the whole family is revoked, its access tokens included.
+  as theft: the whole family is revoked, its access tokens included. Seed 001 sends a
+  live *access* token there instead: that gives a new access token of the same family
+  (no refresh token), only while the family still has a live refresh token, so a chain
+  of access refreshes never outlives the session (``refresh_access``).
 - ``JwtAuthenticator`` lets access tokens in through the ``Identify`` middleware as
   ``Caller(kind="bearer", credential_id=<family id>)``, so rate limits count per session.
 
@@ -186,6 +189,27 @@ class TokenService:
             raise AuthError("AUTH_FAILED",
                             "This refresh token was already used; the session is revoked")
         return self._pair(row.account_id, row.family_id, refresh)
+
+    def refresh_access(self, token: str) -> dict:
+        """Seed 001's refresh: a live access token -> a new access token of its session.
+
+        Refused (401) when the token is invalid or expired, its session is revoked, or the
+        session has no live refresh token left (it ended: sign in again)."""
+        claims = self.decode_access(token)
+        family = (TokenFamily.select(TokenFamily, Account).join(Account)
+                  .where((TokenFamily.id == claims["fam"])
+                         & (TokenFamily.account == claims["sub"])).first())
+        if family is None or family.revoked_at is not None:
+            raise AuthError("AUTH_FAILED", "This session has been revoked")
+        if family.account.disabled:
+            raise Forbidden("This account is disabled")
+        live = (RefreshToken.select().where(
+            (RefreshToken.family == family.id) & RefreshToken.revoked_at.is_null()
+            & (RefreshToken.expires_at > self.clock.now())).exists())
+        if not live:
+            raise AuthError("AUTH_FAILED", "This session has expired; sign in again")
+        access, ttl = self.encode_access(family.account_id, family.id)
+        return {"access_token": access, "token_type": "bearer", "expires_in": ttl}
 
     def revoke_family(self, family_id: str, reason: str) -> None:
         now = self.clock.now()

@@ -32,7 +32,7 @@ from metering.models import Account
 from oauth import keys
 from oauth.account_settings import check_key, get_setting, set_setting
 from oauth.accounts import authenticate_password, get_account
-from oauth.tokens import REFRESH_PREFIX, TokenService
+from oauth.tokens import REFRESH_PREFIX, TokenService, looks_like_jwt
 
 FORM = "application/x-www-form-urlencoded"
 USAGE_DAYS = 30
@@ -156,7 +156,8 @@ class AuthToken:
 
 
 class AuthRefresh:
-    """``POST /auth/refresh``: spend a refresh token for a new pair (rotation)."""
+    """``POST /auth/refresh``: spend a refresh token for a new pair (rotation), or (seed 001)
+    send the live access token as ``Authorization: Bearer`` for a new access token."""
 
     auth = NONE
     openapi_tag = "Sessions"
@@ -168,13 +169,17 @@ class AuthRefresh:
         self.guard.refresh(req)
         body = _body(req)
         token = body.get("refresh_token")
-        if token is None:  # seed 001 sends the token as "Authorization: Bearer ..."
+        if token is None:  # seed 001 sends a token as "Authorization: Bearer ..."
             scheme, _, rest = (req.get_header("Authorization") or "").strip().partition(" ")
             if scheme.lower() == "bearer" and rest.strip():
                 token = rest.strip()
                 if not token.startswith(REFRESH_PREFIX):
-                    raise AuthError("AUTH_FAILED",
-                                    "Send the refresh_token from /auth/token, not an access token")
+                    if not looks_like_jwt(token):
+                        raise AuthError("AUTH_FAILED", "Could not validate credentials")
+                    # the seed's flow: the access token itself, for a new access token
+                    _no_store(resp)
+                    ok(req, resp, self.service.refresh_access(token))
+                    return
         if token is None:
             raise InvalidRequest("refresh_token is required",
                                  details=[{"field": "refresh_token", "problem": "required"}])
