@@ -107,10 +107,12 @@ FORMAT_EXAMPLES = {"date-time": EXAMPLE_TIME, "date": "2026-01-14",
                    "uri": "https://example.com/path", "binary": ""}
 
 
-def example_of(schema, components=None, depth=0):
+def example_of(schema, components=None, depth=0, *, minimal=False):
     """An example value that validates against ``schema``: its ``examples``/``example``,
     ``const``, ``enum`` or ``default``, else one made from its type (objects: every
-    property). ``components``: the schemas ``$ref`` points into."""
+    property; ``minimal``, for request bodies: the required ones and those with an example
+    or default, so an imported form is not pre-filled with every optional field).
+    ``components``: the schemas ``$ref`` points into."""
     components = components if components is not None else _all_components()
     if not isinstance(schema, dict) or depth > 12:
         return None
@@ -140,8 +142,11 @@ def example_of(schema, components=None, depth=0):
     if kind is None:
         kind = "object" if "properties" in schema else None
     if kind == "object":
+        required = set(schema.get("required", ()))
         return {name: example_of(sub, components, depth + 1)
-                for name, sub in schema.get("properties", {}).items()}
+                for name, sub in schema.get("properties", {}).items()
+                if not minimal or name in required
+                or {"examples", "example", "default"} & set(sub)}
     if kind == "array":
         return [example_of(schema.get("items", {}), components, depth + 1)]
     if kind in ("integer", "number"):
@@ -232,8 +237,10 @@ def _success(status, entry, policy, action=None, credits=None) -> dict:
     data = entry["data"]
     schema = {"allOf": [{"$ref": "#/components/schemas/Success"},
                         {"type": "object", "required": ["data"], "properties": {"data": data}}]}
-    example = {"success": True, "data": example_of(data), "meta": _meta_example(
-        status, action, credits)}
+    value = example_of(data)
+    for key, patch in entry.get("example", {}).items():  # an entry's own example values
+        value[key] = {**value[key], **patch} if isinstance(patch, dict) else patch
+    example = {"success": True, "data": value, "meta": _meta_example(status, action, credits)}
     out = {"description": entry["description"],
            "content": {"application/json": {"schema": schema, "example": example}}}
     headers = {}
@@ -330,11 +337,14 @@ def _operation(path, resource, method, tag):
         op["parameters"] = params
     if has_body:
         media = getattr(resource, "openapi_media", "application/json")
-        schema = getattr(resource, "openapi_body", {}).get(method, {"type": "object"})
+        schema = getattr(resource, "openapi_body", {}).get(method)
+        if schema is None:
+            schema = spec.get("body", {"type": "object"})
         content = {"schema": schema}
         if schema:  # {}: any bytes (tus) or no body at all
-            content["example"] = example_of(schema)
-        op["requestBody"] = {"required": False, "content": {media: content}}
+            content["example"] = example_of(schema, minimal=True)
+        op["requestBody"] = {"required": False, "content": {
+            m: content for m in spec.get("media") or [media]}}
     custom = getattr(resource, "openapi_responses", {}).get(method)
     if spec["ok"] is None and custom:
         op["responses"] = _with_examples(custom)
@@ -380,7 +390,7 @@ def _action_operations(deps, scope) -> dict:
                            f"{action.mode}." + (ASYNC_NOTE if action.mode == "async" else ""),
             "parameters": [*params, IDEMPOTENCY_PARAM],
             "requestBody": {"required": True, "content": {"application/json": {
-                "schema": body, "example": example_of(body)}}},
+                "schema": body, "example": example_of(body, minimal=True)}}},
             "responses": _responses(spec, ACCOUNT, f"/zapier/v1/{action.name}", has_input=True,
                                     has_body=True, idempotent=True, action=action.name,
                                     credits=price),

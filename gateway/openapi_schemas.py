@@ -85,7 +85,8 @@ NEXT = nullable(s("The full URL of the next page; null on the last page",
 RECEIPT = s("Ledger receipt id", "txn_4h7k2m9q1w")
 NRECEIPT = nullable(RECEIPT)
 ACCOUNT_ID = s("Account id", "acct_2x8c4v6b1n")
-FREE = {"type": "object", "additionalProperties": True}  # seed-defined free-form objects
+FREE = {"type": "object", "additionalProperties": True}
+FORM = "application/x-www-form-urlencoded"  # seed-defined free-form objects
 
 
 def page(item: dict, key: str = "items", **more) -> dict:
@@ -225,14 +226,19 @@ COMPONENTS = {"Output": OUTPUT, "Composition": COMPOSITION,
 
 
 def op(operation_id: str, summary: str, data=None, status: int = 200, *, more=None,
-       description: str | None = None, headers=None, errors=None) -> dict:
+       description: str | None = None, headers=None, errors=None, body=None,
+       media=None) -> dict:
     """``data``: the schema of ``data`` in the ``status`` envelope (``more``: other 2xx
     statuses as ``{status: (description, data[, headers])}``); ``status`` None: the
     resource's own ``openapi_responses`` describe the answer. ``errors``: error statuses
-    beyond those every route of its kind answers, as ``{status: description}``."""
+    beyond those every route of its kind answers, as ``{status: description}``. ``body``:
+    the request body's schema where the resource has no ``openapi_body`` (``media``: the
+    content types it is accepted as, default the resource's ``openapi_media`` or JSON)."""
     out = {"operationId": operation_id, "summary": summary, "errors": errors or {}}
     if description:
         out["description"] = description
+    if body is not None:
+        out["body"], out["media"] = body, media
     if status is None:
         out["ok"] = None
         return out
@@ -265,6 +271,10 @@ def async_op(operation_id: str, summary: str, data=None, *, description=None) ->
         202: ("Accepted: still queued or running after the wait; poll Location (GET, "
               "?wait=N), stream .../events, or POST .../cancel", data, ASYNC_HEADERS)})
     out["async"] = True  # the builder adds the wait parameter and Prefer: wait=N
+    if data == ref("CompositionAnswer"):  # the 202 example shows work still queued
+        out["ok"]["202"]["example"] = {"composition": {
+            "status": "queued", "progress": 0, "outputs": [], "startedAt": None,
+            "finishedAt": None, "queuePosition": 1}}
     return out
 
 
@@ -344,7 +354,8 @@ RESPONSES: dict[str, dict[str, dict]] = {
                                 "and plan", ME)},
     "/zapier/v1/{action}/estimate": {"post": op(
         "estimateAction", "Price an action's input without running or charging it",
-        ESTIMATE)},
+        ESTIMATE, body={"type": "object", "description": "The action's input, exactly as "
+                        "POST /zapier/v1/{action} takes it", "examples": [{"message": "hi"}]})},
     # Compositions
     "/zapier/v1/compositions": {"get": op(
         "listCompositions", "List your asynchronous results, newest first",
@@ -387,11 +398,15 @@ RESPONSES: dict[str, dict[str, dict]] = {
         "getReceipt", "Read one ledger row by its receipt", ref("LedgerEntry"))},
     # Accounts and keys
     "/api/account/create": {"post": op("createAccount", "Sign up: a new account and its "
-                                       "first API key (shown once)", NEW_ACCOUNT, 201)},
+                                       "first API key (shown once)", NEW_ACCOUNT, 201,
+                                       body=obj({"username": s(None, "ada"),
+                                                 "password": s(None, "correct horse battery",
+                                                               format="password")}))},
     "/api/key/generate": {"post": op(
         "createApiKey", "Create an API key (the secret is shown once)",
         obj({"keyId": STR, "apiKey": s("Shown this once", "gwk_3n5m7b9v1cExampleSecret"),
-             "prefix": STR, "description": STR, "createdAt": TS}), 201)},
+             "prefix": STR, "description": STR, "createdAt": TS}), 201,
+        body=obj({"description": s("What the key is for", "n8n")}, required=[]))},
     "/api/key/list": {"get": op("listApiKeys", "List your API keys (never their secrets)",
                                 page({"allOf": [ref("ApiKey"), obj({"id": STR})]}))},
     "/api/key/{key_id}/revoke": {"delete": op(
@@ -403,14 +418,16 @@ RESPONSES: dict[str, dict[str, dict]] = {
     "/admin/accounts/{account_id}": {
         "get": op("adminGetAccount", "Read an account (admin)", ref("Account")),
         "put": op("adminSetAccountPlan", "Move an account to a rate-limit plan (admin)",
-                  ref("Account"))},
+                  ref("Account"), body=obj({"plan": s("A plan set by PUT /admin/plans/{name}",
+                                                      "pro")}))},
     "/admin/accounts/{account_id}/credits": {"post": op(
         "adminGrantCredits", "Grant (or, negative, take back) credits (admin)",
         ref("LedgerEntry"), 201)},
     "/admin/accounts/{account_id}/keys": {
         "get": op("adminListKeys", "List an account's API keys (admin)", page(ref("ApiKey"))),
         "post": op("adminCreateKey", "Create an API key for an account (admin)",
-                   {"allOf": [ref("ApiKey"), obj({"apiKey": STR})]}, 201)},
+                   {"allOf": [ref("ApiKey"), obj({"apiKey": STR})]}, 201,
+                   body=obj({"description": s(None, "Make")}, required=[]))},
     "/admin/keys/{key_id}": {"delete": op("adminRevokeKey", "Revoke any API key (admin)",
                                           ref("ApiKey"))},
     "/admin/plans/{name}": {"put": op(
@@ -425,6 +442,8 @@ RESPONSES: dict[str, dict[str, dict]] = {
     "/admin/receipts/{txn_receipt}/refund": {"post": op(
         "adminRefund", "Refund a debit once (admin); 200 when it was already refunded",
         {"allOf": [ref("LedgerEntry"), obj({"created": BOOL})]}, 201,
+        body=obj({"reason": s("Kept on the refund row (255 characters)", "duplicate charge")},
+                 required=[]),
         more={200: ("Already refunded: the existing refund row (created false)",
                     {"allOf": [ref("LedgerEntry"), obj({"created": BOOL})]})})},
     # OAuth2
@@ -442,9 +461,17 @@ RESPONSES: dict[str, dict[str, dict]] = {
                        "client_secret": nullable(STR)})]}, 201)},
     # Sessions (seed 001)
     "/auth/token": {"post": op("createSessionToken", "Trade username and password for "
-                               "access and refresh tokens", TOKEN_PAIR)},
+                               "access and refresh tokens", TOKEN_PAIR,
+                               body=obj({"username": s(None, "ada", minLength=1, maxLength=64),
+                                         "password": s(None, "correct horse battery",
+                                                       minLength=1, maxLength=256,
+                                                       format="password")}),
+                               media=[FORM, "application/json"])},
     "/auth/refresh": {"post": op("refreshSessionToken", "Trade a refresh token for a new "
-                                 "pair (rotation)", TOKEN_PAIR)},
+                                 "pair (rotation); seed 001 sends it as Authorization: "
+                                 "Bearer instead", TOKEN_PAIR,
+                                 body=obj({"refresh_token": s(None, "gwr_Zm9vYmFy")},
+                                          required=[]), media=[FORM, "application/json"])},
     # Account data and settings
     "/api/account/data": {m: op(f"{m}AccountData", "Read your account: credits, usage, "
                                 "tier and live keys", obj({
@@ -452,13 +479,22 @@ RESPONSES: dict[str, dict[str, dict]] = {
                                     "credits": INT, "api_key": {"type": "null"},
                                     "keys": arr(obj({"keyId": STR, "prefix": STR,
                                                      "description": STR, "createdAt": TS,
-                                                     "lastUsedAt": NTS})), **MEMBERSHIP}))
+                                                     "lastUsedAt": NTS})), **MEMBERSHIP}),
+                                # read only without a credential, so not typed here
+                                body={"type": "object", "description": "Without a "
+                                      "credential: username and password", "examples": [{
+                                          "username": "ada",
+                                          "password": "correct horse battery"}]},
+                                media=[FORM, "application/json"])
                           for m in ("get", "post")},
     "/api/account/settings/set": {"post": op(
         "setAccountSetting", "Store one account setting",
-        obj({"message": STR, "key": STR, "value": ANY}))},
+        obj({"message": STR, "key": STR, "value": ANY}),
+        body=obj({"key": s(None, "theme"), "value": {"description": "Any JSON value",
+                                                      "examples": ["dark"]}}))},
     "/api/account/settings/get": {m: op(f"{m}AccountSetting", "Read one account setting",
-                                        obj({"key": STR, "value": ANY}))
+                                        obj({"key": STR, "value": ANY}),
+                                        body=obj({"key": s(None, "theme")}))
                                   for m in ("get", "post")},
     "/api/usage": {"get": op("getUsage", "Calls and credits per action and per day",
                              obj({"userId": ACCOUNT_ID, "days": INT, "from": TS, "to": TS,
@@ -615,12 +651,17 @@ RESPONSES: dict[str, dict[str, dict]] = {
                                                       "token=EC-1", format="uri")}), 201)},
     "/api/paypal/execute": {"post": op(
         "executePayPalPayment", "Capture an approved PayPal payment and credit it once",
-        obj({"message": STR, "credits_awarded": INT, "receipt": NRECEIPT},
-            required=["message"]))},
+        obj({"message": STR, "credits_awarded": INT, "receipt": NRECEIPT,
+             "state": s("completed, or pending at PayPal (credits_awarded 0)", "completed")},
+            required=["message", "credits_awarded", "receipt"]))},
     "/webhooks/paypal": {"post": op("paypalWebhook", "PayPal's webhook (verified with "
                                     "PayPal)", obj({"handled": BOOL, "event_type": NSTR,
                                                     "credited": BOOL},
-                                                   required=["handled"]))},
+                                                   required=["handled"]),
+                                    body={"type": "object", "description": "PayPal's event, "
+                                          "as PayPal sends it", "examples": [{
+                                              "id": "WH-1", "event_type":
+                                              "PAYMENT.CAPTURE.COMPLETED", "resource": {}}]})},
     # Billing (seed 003)
     "/getBillingPlans": {"get": op("listBillingPlans", "List the billing plans",
                                    arr(ref("BillingPlan")))},

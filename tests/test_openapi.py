@@ -255,3 +255,25 @@ def test_a_generated_python_client_calls_a_live_gateway(server, client, make_acc
     # an error is parsed as the error envelope
     refused = get_me.sync(client=gw.AuthenticatedClient(base_url=server, token="gwk_nope"))
     assert refused.success is False and refused.error.code.value == "AUTH_FAILED"
+
+
+def test_a_multipart_field_sent_twice_is_refused_and_charges_nothing(client, make_account):
+    """Found by the fuzz test against the documented form: which `description` was meant?"""
+    from urllib3 import encode_multipart_formdata
+
+    from conftest import ledger_sum
+    from jobs.content.models import ContentItem
+    from metering import db as dbmod
+
+    account_id, key = make_account(credits=5)
+    body, ctype = encode_multipart_formdata([
+        ("description", "one"), ("description", "two"),
+        ("file", ("a.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "image/png"))])
+    resp = client.simulate_post("/upload", body=body,
+                                headers={**bearer(key), "Content-Type": ctype})
+    assert resp.status_code == 400, resp.text
+    assert resp.json["error"]["details"] == [{"field": "description",
+                                              "problem": "sent more than once"}]
+    assert ledger_sum(account_id) == (5, 5)
+    with dbmod.connection():
+        assert ContentItem.select().where(ContentItem.account == account_id).count() == 0
