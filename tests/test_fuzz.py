@@ -3,7 +3,9 @@
 Every operation of ``/openapi.json`` gets a bounded number of generated requests (valid
 and invalid ones), sent through the real Falcon app on the real PostgreSQL and Redis with
 a funded API key and the admin key. A response fails the test when it is a 5xx, has a
-status, content type or body the document does not declare for it, or accepts input the
+status, content type or body the document does not declare for it (a 2xx body is validated
+against the operation's schema: the envelope with its documented ``data``, from
+``gateway/openapi_schemas.py``; an error against the error envelope), or accepts input the
 document says is invalid. Examples are derandomized, so a run is repeatable.
 """
 

@@ -88,8 +88,15 @@ RATE_HEADERS = {h: {"$ref": f"#/components/headers/{h}"} for h in (
     "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "X-Request-ID")}
 
 
-def _success(description, data_schema) -> dict:
-    return {"description": description, "headers": RATE_HEADERS,
+ACCEPTED_HEADERS = {**RATE_HEADERS,
+                    "Location": {"description": "GET /getItemStatus?imageID=... to poll",
+                                 "schema": {"type": "string", "format": "uri"}},
+                    "Retry-After": {"description": "Seconds before polling again",
+                                    "schema": {"type": "integer"}}}
+
+
+def _success(description, data_schema, headers=RATE_HEADERS) -> dict:
+    return {"description": description, "headers": headers,
             "content": {"application/json": {"schema": {"allOf": [
                 {"$ref": "#/components/schemas/Success"},
                 {"type": "object", "properties": {"data": data_schema}}]}}}}
@@ -103,7 +110,7 @@ GENERATE_RESPONSES = _responses("post", {
     "200": _success("The item already ended (status completed, failed or cancelled)",
                     GENERATION_STATUS),
     "202": _success("Accepted: queued or running; poll GET /getItemStatus?imageID=",
-                    GENERATION_STATUS)})
+                    GENERATION_STATUS, ACCEPTED_HEADERS)})
 WAIT_QUERY = {"name": "wait", "in": "query", "required": False,
               "description": "Seconds to wait for the end (0-60; also Prefer: wait=N). "
                              "Default 0: AIMG clients poll.",
@@ -259,7 +266,7 @@ class ItemStatus:
         WAIT_QUERY]}
     openapi_responses = _responses("get", {
         "200": _success("The item ended (completed, failed or cancelled)", GENERATION_STATUS),
-        "202": _success("Still queued or running", GENERATION_STATUS)})
+        "202": _success("Still queued or running", GENERATION_STATUS, ACCEPTED_HEADERS)})
 
     def __init__(self, deps):
         self.config, self.redis, self.slots = deps.config, deps.redis, deps.wait_slots

@@ -99,6 +99,9 @@ def read_multipart(req, config, text_fields, *, file_field="file", max_bytes=Non
                                               if part.filename else "", field=file_field,
                                               max_bytes=max_bytes)
                 elif part.name in text_fields:
+                    if part.name in fields:  # which one was meant? refuse, as forms do
+                        raise InvalidRequest(f"{part.name} was sent more than once", details=[
+                            {"field": part.name, "problem": "sent more than once"}])
                     fields[part.name] = part.get_text()
                 else:
                     part.stream.exhaust()

@@ -220,6 +220,16 @@ class OutputFile:
 
     auth = NONE
     openapi_tag = "Compositions"
+    openapi_responses = {"get": {
+        "200": {"description": "The file's bytes with its Content-Type (JSON results are "
+                               "application/json); cached as immutable",
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+        "404": {"description": "NOT_FOUND: no such output (or one served as a content item)",
+                "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/Error"}}}},
+        "default": {"description": "Error envelope (see error.code)",
+                    "content": {"application/json": {"schema": {
+                        "$ref": "#/components/schemas/Error"}}}}}}
 
     def __init__(self, storage):
         self.storage = storage

@@ -117,9 +117,17 @@ class Metrics:
 
 
 class OpenAPI:
+    """This OpenAPI 3.1 document (gateway.openapi), built from the route table."""
+
     auth = NONE
     uses_db = False
     openapi_tag = "Operations"
+    openapi_responses = {"get": {"200": {
+        "description": "The OpenAPI 3.1 document (plain JSON, not the envelope)",
+        "content": {"application/json": {"schema": {
+            "type": "object", "required": ["openapi", "info", "paths"],
+            "properties": {"openapi": {"const": "3.1.0"}, "info": {"type": "object"},
+                           "paths": {"type": "object"}}}}}}}}
 
     def __init__(self, build):
         self.build = build

@@ -31,7 +31,7 @@ FIELDS = {
     "visibility": {"enum": list(Project.VISIBILITIES),
                    "description": "private (default): only you; unlisted: anyone with the "
                                   "id may read and run it; public: also listed in trending."},
-    "node_data": {"type": ["array", "object"],
+    "node_data": {"type": ["array", "object"], "items": {"type": "object"},
                   "description": "The nodes: a list of {id, type, inputs, ...} or a "
                                  "ComfyUI-API-style object {id: {class_type, inputs}}."},
     "connection_data": {"type": "array", "items": {"type": "object"},

@@ -31,10 +31,23 @@ from jobs.content import resumable
 VERSION = "1.0.0"
 EXTENSIONS = "creation,checksum,expiration,termination"
 OFFSET_TYPE = "application/offset+octet-stream"
-RESPONSES = {"2XX": {"description": "Success (tus: no body; the state is in headers)"},
-             "default": {"description": "Error envelope (see error.code)",
-                         "content": {"application/json": {"schema": {
-                             "$ref": "#/components/schemas/Error"}}}}}
+ERROR = {"description": "Error envelope (see error.code)",
+         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _tus(status, description) -> dict:
+    """tus answers carry no body: the state is in headers (Location, Upload-Offset, ...)."""
+    return {status: {"description": description}, "default": ERROR}
+
+
+RESPONSES = {
+    "post": _tus("201", "Created: Location is the upload's URL; Upload-Expires says until when"),
+    "head": _tus("200", "Upload-Offset and Upload-Length of the upload"),
+    "patch": _tus("204", "Stored: Upload-Offset is the new offset (at the end, the upload is "
+                         "charged and Upload-Content-Id and X-Txn-Receipt name the item)"),
+    "delete": _tus("204", "Abandoned: the bytes and state are removed"),
+    "options": _tus("204", "Tus-Version, Tus-Extension, Tus-Max-Size and Tus-Checksum-Algorithm"),
+}
 # The tus headers (Tus-Resumable, Upload-Length, Upload-Offset, Upload-Checksum,
 # Upload-Metadata) are described in the operations' text, not as OpenAPI parameters: the
 # protocol answers their absence with its own statuses (412, 409, 460), which a schema
@@ -48,7 +61,7 @@ def _http_date(when) -> str:
 class _Tus:
     scope = "actions:run"
     openapi_tag = "Content"
-    openapi_responses = {m: RESPONSES for m in ("post", "head", "patch", "delete", "options")}
+    openapi_responses = RESPONSES
 
     def __init__(self, deps):
         self.deps, self.config, self.library = deps, deps.config, deps.library

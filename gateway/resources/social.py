@@ -53,6 +53,14 @@ class _Base:
         return f"{base_url(req, self.config)}/auth/{name}/callback"
 
 
+def _redirect(description) -> dict:
+    return {"302": {"description": description,
+                    "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}}},
+            "default": {"description": "Error envelope (see error.code)",
+                        "content": {"application/json": {"schema": {
+                            "$ref": "#/components/schemas/Error"}}}}}
+
+
 class SocialStart(_Base):
     """Start a social login: 302 to the provider's authorize page.
 
@@ -69,6 +77,8 @@ class SocialStart(_Base):
                      for m in ("get", "post")}
     openapi_body = {"post": {"type": "object", "properties": {
         "redirectURL": {"type": "string", "format": "uri"}}}}
+    openapi_responses = {m: _redirect("To the provider's authorize page")
+                         for m in ("get", "post")}
 
     def __init__(self, login, config, limiter):
         super().__init__(login, config)
@@ -111,6 +121,8 @@ class SocialCallback(_Base):
         {"name": "code", "in": "query", "required": False, "schema": {"type": "string"}},
         {"name": "state", "in": "query", "required": True, "schema": {"type": "string"}},
         {"name": "error", "in": "query", "required": False, "schema": {"type": "string"}}]}
+    openapi_responses = {"get": _redirect("Back to the front-end's redirectURL with `b` (a "
+                                          "one-time loginCode) or `error`")}
 
     def on_get(self, req, resp, provider):
         """Finish a social login (302 to the front-end)."""
