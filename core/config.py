@@ -74,6 +74,28 @@ def _floats(env, name, default: tuple) -> tuple:
     return values
 
 
+def _origins(env, name) -> tuple:
+    """``env[name]`` as comma-separated browser origins (``https://app.example.com``,
+    ``http://localhost:3000``): scheme, host and an optional port, nothing else, because a
+    browser's ``Origin`` header is compared with them exactly. ``*`` alone: any origin."""
+    raw = str(env.get(name) or "").strip()
+    if not raw:
+        return ()
+    if raw == "*":
+        return ("*",)
+    out = []
+    for entry in (e.strip().rstrip("/") for e in raw.split(",")):
+        if not entry:
+            continue
+        parts = urlsplit(entry)
+        if parts.scheme not in ("http", "https") or not parts.hostname \
+                or parts.path or parts.query or parts.fragment or parts.username:
+            raise ConfigError(f"{name} entries must be origins like https://app.example.com, "
+                              f"got {entry!r}")
+        out.append(f"{parts.scheme}://{parts.netloc.lower()}")
+    return tuple(out)
+
+
 def _prices(raw):
     """Parse ``PRICES`` ("echo=2,estimate-cost=0") into a dict of default overrides."""
     prices = {}
@@ -438,6 +460,8 @@ class Config:
     db_pool_size: int = 20
     log_level: str = "INFO"
     outbound_allow_hosts: str = ""
+    # Browser origins allowed to call the API cross-origin (CORS); empty: none.
+    cors_origins: tuple = ()
     bind: str = "127.0.0.1:8000"  # where gunicorn listens; output URLs fall back to it
     web_workers: int = 2  # gunicorn worker processes
     web_threads: int = 8  # gthread threads per process
@@ -511,6 +535,7 @@ class Config:
             db_pool_size=_int(env, "DB_POOL_SIZE", 20),
             log_level=env.get("LOG_LEVEL") or "INFO",
             outbound_allow_hosts=env.get("OUTBOUND_ALLOW_HOSTS", ""),
+            cors_origins=_origins(env, "CORS_ORIGINS"),
             bind=env.get("GATEWAY_BIND") or "127.0.0.1:8000",
             web_workers=_int(env, "WEB_CONCURRENCY", 2, 1),
             web_threads=_int(env, "GATEWAY_THREADS", 8, 1),

@@ -99,9 +99,11 @@ def create_app(config, *, deps: Deps | None = None) -> GatewayApp:
     logging.basicConfig(level=config.log_level,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     deps = deps or build_deps(config)
+    cors = [middleware.Cors(config.cors_origins)] if config.cors_origins else []
     app = GatewayApp(
         middleware=[
             middleware.RequestContext(config),
+            *cors,
             middleware.DatabaseSession(),
             middleware.Identify(config, deps.authenticators, deps.limiter,
                                 credentials=deps.credentials, prices=deps.prices),

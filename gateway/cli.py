@@ -290,7 +290,10 @@ def cmd_reap(config, args):
 
 
 def _bootstrap(config):
-    """First run on embedded defaults: an admin key kept under DATA_DIR and a demo account."""
+    """First run on embedded defaults: an admin key kept under DATA_DIR and a demo account.
+
+    Returns ``(admin_key, notes, api_key)``: ``api_key`` is the demo account's key when it
+    was created now (a key is shown once; later starts only have its hash), else None."""
     from metering.models import Account
     from oauth.accounts import create_account
 
@@ -303,18 +306,23 @@ def _bootstrap(config):
             path.chmod(0o600)
         admin_key = path.read_text().strip()
         notes.append(f"admin key (from {path}): {admin_key}")
+    key = None
     with _connect(config):
         if not Account.select().exists():
-            account, key = create_account("demo", None, credits=1000, password_required=False)
+            # A password too, so the OAuth consent page (and POST /auth/token) can be tried
+            # as the demo user; printed once, like the key, and stored only as a hash.
+            password = secrets.token_urlsafe(12)
+            account, key = create_account("demo", password, credits=1000)
             notes.append(f"demo account {account.username} with 1000 credits, API key: {key}")
+            notes.append(f"demo password (OAuth consent page, POST /auth/token): {password}")
         else:
             notes.append("existing accounts kept; make a key with: gateway keys create demo")
-    return admin_key, notes
+    return admin_key, notes, key
 
 
 def cmd_serve(config, args):
     from core.clock import SYSTEM
-    from jobs.connection import resolve_redis_url
+    from jobs.connection import resolve_redis_url, stop_embedded_redis
     from metering import idempotency
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -331,7 +339,7 @@ def cmd_serve(config, args):
                             web_workers=args.workers or config.web_workers)
     env["GATEWAY_BIND"] = config.bind
     env["WEB_CONCURRENCY"] = str(config.web_workers)
-    admin_key, notes = _bootstrap(config)
+    admin_key, notes, key = _bootstrap(config)
     env["ADMIN_KEY"] = admin_key
     children = [subprocess.Popen([sys.executable, "-m", "gunicorn", "-c",
                                   "python:gateway.gunicorn_conf", "wsgi:app"], env=env)]
@@ -345,21 +353,24 @@ def cmd_serve(config, args):
     print(f"\n  gateway listening on {url}  (worker: {'yes' if with_worker else 'no'})")
     for note in notes:
         print(f"  {note}")
-    print(f"  try:  curl -H 'Authorization: Bearer <API key>' {url}/zapier/v1/me")
-    print(f"        curl -X POST -H 'Authorization: Bearer <API key>' -H 'Content-Type: "
+    auth = f"Authorization: Bearer {key or '<API key>'}"  # the key printed above, if new
+    print(f"  try:  curl -H '{auth}' {url}/zapier/v1/me")
+    print(f"        curl -X POST -H '{auth}' -H 'Content-Type: "
           f"application/json' -d '{{\"message\":\"hi\"}}' {url}/zapier/v1/echo", flush=True)
     from jobs.gpu.catalogue import Catalogue
 
     models = [m.id for m in Catalogue.from_config(config)]
     if models:
         print(f"  generation models: {', '.join(models)}  (GET {url}/getModels)")
-        print(f"        curl -X POST -H 'Authorization: Bearer <API key>' -H 'Content-Type: "
+        print(f"        curl -X POST -H '{auth}' -H 'Content-Type: "
               f"application/json' -d '{{\"prompt\":\"a lighthouse\"}}' "
               f"'{url}/zapier/v1/generate-image?wait=30'\n", flush=True)
     else:
         print("  no generation models yet: see README \"Generation models\" "
               "(gateway models make-tiny)\n", flush=True)
 
+    print("  stop with Ctrl-C (or SIGTERM): the server, the worker and the embedded Redis "
+          "all stop\n", flush=True)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     next_purge = 0.0
@@ -384,6 +395,11 @@ def cmd_serve(config, args):
                 child.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 child.kill()
+        if not config.redis_url:
+            # The embedded Redis is a daemon of its own (it outlives its starter by
+            # design, so gunicorn and the worker can share it); serve started it, so serve
+            # stops it, after the processes using it are gone. It saves on shutdown.
+            stop_embedded_redis(config.data_dir)
     return 0
 
 

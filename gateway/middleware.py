@@ -2,6 +2,10 @@
 
 1. ``RequestContext``: request id, body-size limit, metrics. First, so every response,
    errors included, carries ``X-Request-ID`` and is counted.
+   ``Cors`` (only with ``CORS_ORIGINS``): a browser's preflight from a configured origin
+   is answered 204 here, before the database and authentication (a preflight carries no
+   credentials, so ``Identify`` would refuse it 401); every response to such an origin,
+   errors included, gets the ``Access-Control-*`` headers on the way out.
 2. ``DatabaseSession``: a pooled connection per request, after routing so ``/health``
    answers without touching the database.
 3. ``Identify``: who is calling (API key, OAuth and bearer tokens; or the admin key, with
@@ -23,6 +27,7 @@ import re
 import secrets
 import time
 
+import falcon
 import peewee
 
 from core.errors import AuthError, Forbidden, PayloadTooLarge, RateLimited, ServiceUnavailable
@@ -64,6 +69,44 @@ class RequestContext:
         route = req.uri_template or "unmatched"
         metrics.REQUESTS.labels(route, req.method, resp.status[:3]).inc()
         metrics.LATENCY.labels(route, req.method).observe(time.perf_counter() - req.context.started)
+
+
+# Response headers a browser script may read (beyond the CORS-safelisted ones): the ones
+# the contract documents for callers (request id, receipts, limits, async and tus).
+CORS_EXPOSE = ("X-Request-ID", "X-Txn-Receipt", "X-Credits-Used", "X-Run-ID",
+               "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
+               "Retry-After", "Location", "Idempotent-Replayed", "ETag",
+               "Content-Disposition", "Upload-Offset", "Upload-Length", "Upload-Expires",
+               "Upload-Metadata", "Upload-Content-Id", "Tus-Resumable")
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+class Cors(falcon.CORSMiddleware):
+    """Falcon's CORS policy for ``CORS_ORIGINS``, plus a preflight answered before
+    authentication. Origins not configured get no CORS headers at all (the browser then
+    refuses the response to the script), and no credentials mode is offered: callers
+    send their API key or token in ``Authorization``, never a cookie."""
+
+    def __init__(self, origins):
+        super().__init__(allow_origins="*" if origins == ("*",) else list(origins),
+                         expose_headers=list(CORS_EXPOSE))
+
+    def _allowed(self, origin) -> bool:
+        return origin is not None and (self.allow_origins == "*"
+                                       or origin in self.allow_origins)
+
+    def process_resource(self, req, resp, resource, params):
+        if (resource is None or req.method != "OPTIONS"
+                or not req.get_header("Access-Control-Request-Method")
+                or not self._allowed(req.get_header("Origin"))):
+            return
+        # ``Allow`` lists the route's own methods; the base class turns it into
+        # Access-Control-Allow-Methods (and Allow-Headers, Max-Age) in process_response.
+        methods = [m for m in _METHODS if hasattr(resource, "on_" + m.lower())
+                   or (m == "HEAD" and hasattr(resource, "on_get"))]
+        resp.set_header("Allow", ", ".join([*methods, "OPTIONS"]))
+        resp.status = falcon.HTTP_204
+        resp.complete = True  # no database, no authentication, no responder
 
 
 class DatabaseSession:

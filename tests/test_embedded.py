@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import requests
 
 from conftest import ROOT, free_port
@@ -36,6 +37,37 @@ def _serve(tmp_path, env, port, stop_at):
     return proc, url, "".join(lines)
 
 
+def _redis_pid(tmp_path) -> int:
+    return int((tmp_path / "redis" / "redis.pid").read_text().strip())
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _stop_serve(proc, sig, tmp_path):
+    """Signal ``gateway serve`` alone (not its process group, as a supervisor or Ctrl-C in
+    a terminal would reach it) and check that it took gunicorn, the worker and its
+    embedded Redis (a daemon outside the group) down with it."""
+    redis_pid = _redis_pid(tmp_path)
+    assert _alive(redis_pid)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) == 0
+    # The Redis daemon is not serve's child: wait for it to finish its shutdown save.
+    for _ in range(200):
+        if not _alive(redis_pid):
+            break
+        time.sleep(0.05)
+    assert not _alive(redis_pid), "the embedded redis-server outlived gateway serve"
+    assert not (tmp_path / "redis" / "redis.sock").exists()
+    with pytest.raises(ProcessLookupError):  # gunicorn and the worker are gone too
+        os.killpg(proc.pid, 0)
+
+
 def _embedded_env(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "REDIS_URL", "ADMIN_KEY", "REDIS_PREFIX", "MODELS_FILE")}
@@ -45,11 +77,19 @@ def _embedded_env(tmp_path):
 
 def test_serve_on_embedded_defaults(tmp_path):
     port = free_port()
-    proc, url, out = _serve(tmp_path, _embedded_env(tmp_path), port, ("try:",))
+    proc, url, out = _serve(tmp_path, _embedded_env(tmp_path), port, ("stop with Ctrl-C",))
     try:
         key = re.search(r"API key: (gwk_\S+)", out).group(1)
         admin = re.search(r"admin key \(from .*\): (\S+)", out).group(1)
+        password = re.search(r"demo password \(.*\): (\S+)", out).group(1)
         assert f"listening on {url}" in out
+        # The curl lines are ready to paste: they carry the key printed above them.
+        assert f"curl -H 'Authorization: Bearer {key}' {url}/zapier/v1/me" in out
+        assert out.count(f"Bearer {key}") == 2 and "<API key>" not in out
+        token = requests.post(url + "/auth/token",
+                              json={"username": "demo", "password": password})
+        assert token.status_code == 200, token.text
+        assert token.json()["data"]["token_type"] == "bearer"
 
         me = requests.get(url + "/zapier/v1/me", headers={"Authorization": f"Bearer {key}"})
         assert me.status_code == 200 and me.json()["data"]["balance"] == 1000
@@ -66,9 +106,11 @@ def test_serve_on_embedded_defaults(tmp_path):
         assert grant.status_code == 201 and grant.json()["data"]["balanceAfter"] == 1004
         assert (tmp_path / "gateway.sqlite3").exists()
         assert (tmp_path / "redis" / "redis.sock").exists()
+        _stop_serve(proc, signal.SIGTERM, tmp_path)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
         stop_embedded_redis(tmp_path)
 
 
@@ -83,8 +125,7 @@ def test_generation_on_embedded_defaults(tmp_path):
                            str(tmp_path / "models" / "tiny")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert made.returncode == 0, made.stderr
-    proc, url, out = _serve(tmp_path, env, free_port(),
-                            ("generation models:", "no generation models"))
+    proc, url, out = _serve(tmp_path, env, free_port(), ("stop with Ctrl-C",))
     try:
         assert "generation models: tiny" in out, out
         key = re.search(r"API key: (gwk_\S+)", out).group(1)
@@ -99,7 +140,11 @@ def test_generation_on_embedded_defaults(tmp_path):
         assert png.headers["Content-Type"] == "image/png"
         assert Image.open(io.BytesIO(png.content)).size == (64, 96)
         assert resp.json()["meta"]["availableCredit"] == 999
+        assert f"-H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d " \
+               "'{\"prompt\":\"a lighthouse\"}'" in out
+        _stop_serve(proc, signal.SIGINT, tmp_path)  # Ctrl-C
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
         stop_embedded_redis(tmp_path)

@@ -1,9 +1,12 @@
-"""The Zapier integration (integrations/zapier) passes its own tests against a live gateway.
+"""The Zapier integration (integrations/zapier) passes its own tests against a live gateway,
+and ``zapier validate`` (zapier-platform-cli, a dev dependency) finds it structurally sound.
 
-Starts gunicorn, an RQ worker (cpu and webhooks queues, so callbacks and REST hooks are
-delivered) and a loopback image host, creates accounts, and runs ``npm test`` there with
-the gateway's URL and keys in the environment. Installs the npm dependencies with
-``npm ci`` when ``node_modules`` is missing; skipped only when ``npm`` is not installed.
+Starts gunicorn (serving two tiny generation models, so the model, size and sampler
+dropdowns have something to offer), an RQ worker (cpu and webhooks queues, so callbacks
+and REST hooks are delivered) and a loopback image host, creates accounts, and runs
+``npm test`` there with the gateway's URL and keys in the environment. Installs the npm
+dependencies with ``npm ci`` when ``node_modules`` lacks one of them; skipped only when
+``npm`` is not installed.
 The OAuth2 flow tests inside run when GATEWAY_OAUTH_* variables are set (see the README).
 """
 
@@ -41,8 +44,13 @@ def _npm_env(extra):
     return env
 
 
+# What `npm ci` installs that the tests use: the platform, its CLI (`zapier validate`) and
+# Node.js 22 from the npm registry (the CLI refuses older ones; npm scripts run it first).
+NODE_MODULES = ("zapier-platform-core", "zapier-platform-cli", "node", "mocha")
+
+
 def _ensure_node_modules(npm):
-    if (ZAPIER_DIR / "node_modules" / "zapier-platform-core").is_dir():
+    if all((ZAPIER_DIR / "node_modules" / name).is_dir() for name in NODE_MODULES):
         return
     done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=ZAPIER_DIR,
                           capture_output=True, text=True, timeout=600, env=_npm_env({}))
@@ -123,14 +131,30 @@ def _oauth_env(url):
         return {}
 
 
-def test_zapier_app_passes_its_own_tests(config, schema):
+def _npm():
     npm = shutil.which("npm")
     if npm is None:
         pytest.skip("npm is not installed: the Zapier integration's tests need Node.js")
     _ensure_node_modules(npm)
+    return npm
 
+
+def test_zapier_validate_finds_the_app_structurally_sound():
+    """`npm run validate`: `zapier validate --without-style` for both auth variants, which
+    checks the definition locally against the platform's schema (no login, no network)."""
+    done = subprocess.run([_npm(), "run", "--silent", "validate"], cwd=ZAPIER_DIR,
+                          capture_output=True, text=True, timeout=120, env=_npm_env({}))
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert output.count("This project is structurally sound!") == 2, output
+    assert "Requires node version" not in output
+
+
+def test_zapier_app_passes_its_own_tests(config, schema, tiny_models):
+    npm = _npm()
     proc, url = start_gunicorn(config, workers=2,
-                               extra_env={"OUTBOUND_ALLOW_HOSTS": "127.0.0.1"})
+                               extra_env={"OUTBOUND_ALLOW_HOSTS": "127.0.0.1",
+                                          "MODELS_FILE": str(tiny_models)})
     worker = start_worker(config, queues="cpu,webhooks")
     images = image_host()
     try:

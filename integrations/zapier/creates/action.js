@@ -4,8 +4,8 @@
 // catalogue.snapshot.json (a Zapier app version has a static list of operations);
 // each create's input fields are built live from GET /zapier/v1/actions.
 
-const { baseUrl, fetchCatalogue, findAction, pickMeta } = require('../lib/common');
-const { buildBody, toZapierField } = require('../lib/fields');
+const { baseUrl, fetchCatalogue, fetchModels, findAction, pickMeta } = require('../lib/common');
+const { buildBody, offered, titleCase, toZapierField } = require('../lib/fields');
 const snapshot = require('../catalogue.snapshot.json');
 
 // Actions with a create of their own (a richer form than the catalogue's fields can
@@ -15,6 +15,16 @@ const DEDICATED = {
   upload: 'upload_file', // creates/upload_file.js
 };
 
+// Actions that change nothing and only answer a question: a Zapier search, not a create
+// (searches/estimate_cost.js); no create is built for them.
+const SEARCHES = {
+  'estimate-cost': 'estimate_cost',
+};
+
+// Actions that exist to prove a connection end to end (they cost a credit and return
+// what they were sent): still usable from an existing Zap, but hidden from the Zap editor.
+const DEBUG = new Set(['echo', 'echo-async']);
+
 // Zapier keys: letters first, then letters, digits and underscores.
 const createKey = (name) => DEDICATED[name] || `run_${name.replace(/[^A-Za-z0-9]+/g, '_')}`;
 
@@ -22,20 +32,63 @@ const createKey = (name) => DEDICATED[name] || `run_${name.replace(/[^A-Za-z0-9]
 // a step about 30 seconds).
 const FALLBACK_WAIT_S = 20;
 
-const inputFieldsFor = (name) => async (z) => {
+// Content ids an action reads as input: a dropdown of the library (hidden content_list).
+const CONTENT_FIELDS = new Set(['product_content_id']);
+
+const modelChoices = (values) => values.map((v) => ({ value: String(v), label: String(v), sample: String(v) }));
+
+// The generation fields that depend on the model (GET /getModels): the Model dropdown
+// reloads the form when it changes, and sizes and samplers offer the chosen model's own
+// values (the default model, the first listed, until one is chosen), so the form cannot
+// produce the "must be one of ... for <model>" refusal.
+const applyModel = (fields, models, chosen) => {
+  const model = models.find((m) => m.modelID === chosen) || models[0];
+  fields.forEach((f) => {
+    if (f.key === 'modelName') {
+      delete f.choices;
+      f.dynamic = 'model_list.id.name';
+      f.altersDynamicFields = true;
+    }
+    if (!model) {
+      return;
+    }
+    const name = model.name || model.modelID;
+    if (f.key === 'width' && model.allowedWidths) {
+      f.choices = modelChoices(model.allowedWidths);
+      f.default = String(model.defaultResolution ? model.defaultResolution[0] : model.allowedWidths[0]);
+    } else if (f.key === 'height' && model.allowedHeights) {
+      f.choices = modelChoices(model.allowedHeights);
+      f.default = String(model.defaultResolution ? model.defaultResolution[1] : model.allowedHeights[0]);
+    } else if (f.key === 'sampler' && model.allowedSamplers) {
+      f.choices = modelChoices(model.allowedSamplers);
+      if (model.defaultSampler) {
+        f.default = model.defaultSampler;
+      }
+    } else if (f.key === 'steps' && model.maxSteps) {
+      f.helpText = `Denoising steps, ${model.minSteps}-${model.maxSteps} for ${name} `
+        + `(default ${model.defaultSteps}).`;
+    } else if (f.key === 'frames' && model.maxFrames) {
+      f.helpText = `Frames in the clip, 2-${model.maxFrames} for ${name} (default 8).`;
+    }
+  });
+  return fields;
+};
+
+const inputFieldsFor = (name) => async (z, bundle) => {
   const action = await findAction(z, name);
   if (!action) {
     throw new z.errors.Error(
       `The gateway no longer offers the action "${name}".`, 'INVALID_ACTION', 404);
   }
-  const fields = (action.inputFields || []).map(toZapierField);
-  if (name === 'estimate-cost') { // a dropdown of the actions to price
-    const items = await fetchCatalogue(z);
-    fields.forEach((f) => {
-      if (f.key === 'action' && !f.choices) {
-        f.choices = items.map((a) => ({ value: a.name, label: a.title || a.name, sample: a.name }));
-      }
-    });
+  const fields = offered(action.inputFields).map(toZapierField);
+  fields.forEach((f) => {
+    if (CONTENT_FIELDS.has(f.key)) {
+      f.dynamic = 'content_list.id.label';
+    }
+  });
+  if (fields.some((f) => f.key === 'modelName')) {
+    const chosen = bundle && bundle.inputData && bundle.inputData.modelName;
+    applyModel(fields, await fetchModels(z), chosen);
   }
   return fields;
 };
@@ -116,8 +169,9 @@ const performResume = async (z, bundle) => {
   return finalResult(z, composition, bundle.outputData);
 };
 
+// A composition exactly as GET /zapier/v1/compositions and the webhooks show one
+// (jobs/views.py composition_json), plus `id` (= uid, for Zapier's dedupe).
 const SAMPLE_COMPOSITION = {
-  id: 'comp_79bf7c0b0b04080e8ce8',
   uid: 'comp_79bf7c0b0b04080e8ce8',
   action: 'generate-product-listing',
   status: 'completed',
@@ -129,29 +183,72 @@ const SAMPLE_COMPOSITION = {
   error: null,
   txnReceipt: 'txn_a8eafbce1ce956d2afe1985f',
   refundReceipt: null,
+  creditsUsed: 25,
   createdAt: '2025-01-14T10:30:00.000Z',
+  startedAt: '2025-01-14T10:30:00.500Z',
   finishedAt: '2025-01-14T10:30:04.000Z',
+  links: {
+    status: 'https://gateway.example/zapier/v1/compositions/comp_79bf7c0b0b04080e8ce8',
+    events: 'https://gateway.example/zapier/v1/compositions/comp_79bf7c0b0b04080e8ce8/events',
+    cancel: 'https://gateway.example/zapier/v1/compositions/comp_79bf7c0b0b04080e8ce8/cancel',
+  },
+  id: 'comp_79bf7c0b0b04080e8ce8',
 };
 
-const SAMPLES = {
-  echo: { message: 'hello', length: 5, uppercase: null, meta: { creditsUsed: 1, availableCredit: 99, txnReceipt: 'txn_0123456789abcdef01234567' } },
-  'estimate-cost': { action: 'generate-product-listing', credits: 25, availableCredit: 99, affordable: true, meta: {} },
+const META_SAMPLE = { creditsUsed: 1, availableCredit: 99, txnReceipt: 'txn_0123456789abcdef01234567' };
+
+const META_OUTPUT_FIELDS = [
+  { key: 'meta__txnReceipt', label: 'Receipt' },
+  { key: 'meta__creditsUsed', label: 'Credits Used', type: 'integer' },
+  { key: 'meta__availableCredit', label: 'Credits Left', type: 'integer' },
+];
+
+// What an async create returns: the composition (queued, then final after performResume).
+const COMPOSITION_CREATE_OUTPUT_FIELDS = [
+  { key: 'id', label: 'Composition UID' },
+  { key: 'action', label: 'Action' },
+  { key: 'status', label: 'Status' },
+  { key: 'outputs[]type', label: 'Output Types' },
+  { key: 'outputs[]url', label: 'Output URLs' },
+  { key: 'outputs[]width', label: 'Output Widths', type: 'integer' },
+  { key: 'outputs[]height', label: 'Output Heights', type: 'integer' },
+  { key: 'txnReceipt', label: 'Receipt' },
+  { key: 'creditsUsed', label: 'Credits Used', type: 'integer' },
+  { key: 'finishedAt', label: 'Finished At', type: 'datetime' },
+];
+
+// Sync actions' answers (samples and output fields), by action name.
+const SYNC = {
+  echo: {
+    sample: { message: 'hello', length: 5, uppercase: null, meta: META_SAMPLE },
+    outputFields: [
+      { key: 'message', label: 'Message' },
+      { key: 'length', label: 'Length', type: 'integer' },
+      { key: 'uppercase', label: 'Uppercase' },
+    ],
+  },
 };
 
 const makeCreate = (action) => {
+  const title = titleCase(action.title || action.name);
+  const sync = SYNC[action.name] || { sample: { meta: META_SAMPLE }, outputFields: [] };
   const create = {
     key: createKey(action.name),
-    noun: action.title || action.name,
+    noun: title,
     display: {
-      label: action.title || action.name,
+      label: title,
       description: (action.description || `Runs the gateway action ${action.name}.`).slice(0, 1000),
+      ...(DEBUG.has(action.name) ? { hidden: true } : {}),
     },
     operation: {
       inputFields: [inputFieldsFor(action.name)],
       perform: action.async ? asyncPerform(action.name) : syncPerform(action.name),
       sample: action.async
-        ? { ...SAMPLE_COMPOSITION, action: action.name }
-        : (SAMPLES[action.name] || { meta: {} }),
+        ? { ...SAMPLE_COMPOSITION, action: action.name, meta: META_SAMPLE }
+        : sync.sample,
+      outputFields: action.async
+        ? [...COMPOSITION_CREATE_OUTPUT_FIELDS, ...META_OUTPUT_FIELDS]
+        : [...sync.outputFields, ...META_OUTPUT_FIELDS],
     },
   };
   if (action.async) {
@@ -161,16 +258,23 @@ const makeCreate = (action) => {
   return create;
 };
 
-const creates = snapshot.actions.filter((a) => !DEDICATED[a.name]).map(makeCreate);
+const creates = snapshot.actions.filter((a) => !DEDICATED[a.name] && !SEARCHES[a.name])
+  .map(makeCreate);
 
 module.exports = {
+  applyModel,
   compositionFrom,
+  COMPOSITION_CREATE_OUTPUT_FIELDS,
   createKey,
   creates,
+  DEBUG,
   DEDICATED,
   makeCreate,
+  META_OUTPUT_FIELDS,
+  META_SAMPLE,
   performResume,
   SAMPLE_COMPOSITION,
+  SEARCHES,
   startAsync,
   withId,
 };

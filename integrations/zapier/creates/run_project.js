@@ -8,7 +8,9 @@
 
 const { baseUrl } = require('../lib/common');
 const { coerce, toZapierField } = require('../lib/fields');
-const { performResume, SAMPLE_COMPOSITION, startAsync } = require('./action');
+const {
+  META_SAMPLE, performResume, SAMPLE_COMPOSITION, startAsync,
+} = require('./action');
 
 const ACTION = 'run-project';
 const VAR_PREFIX = 'var__'; // variable names never collide with the fixed fields
@@ -123,6 +125,7 @@ module.exports = {
         type: 'image', name: 'picture', format: 'png', width: 1024, height: 1024,
         url: 'https://gateway.example/outputs/comp_79bf7c0b0b04080e8ce8/out.png',
       }],
+      meta: META_SAMPLE,
     },
     outputFields: [
       { key: 'id', label: 'Run ID' },

@@ -66,9 +66,9 @@ const ITEM_OUTPUT_FIELDS = [
   { key: 'type', label: 'Type' },
   { key: 'fileName', label: 'File Name' },
   { key: 'contentType', label: 'Content Type' },
-  { key: 'size', label: 'Size (bytes)', type: 'integer' },
+  { key: 'size', label: 'Size (Bytes)', type: 'integer' },
   { key: 'checksum__sha256', label: 'SHA-256' },
-  { key: 'url', label: 'Download URL (needs the API key)' },
+  { key: 'url', label: 'Download URL (Needs the API Key)' },
   { key: 'createdAt', label: 'Created At', type: 'datetime' },
 ];
 
@@ -103,7 +103,8 @@ module.exports = {
       },
       {
         key: 'content_id', label: 'New Version Of', required: false,
-        helpText: 'A content ID: store the file as a new version of that item.',
+        dynamic: 'content_list.id.label',
+        helpText: 'An item of your library: store the file as a new version of it.',
       },
     ],
     perform,

@@ -10,10 +10,13 @@ const { creates } = require('../creates/action');
 const runProject = require('../creates/run_project');
 const uploadFile = require('../creates/upload_file');
 const hooks = require('../triggers/composition_hooks');
+const contentList = require('../triggers/content_list');
+const modelList = require('../triggers/model_list');
 const newContent = require('../triggers/new_content');
 const newPost = require('../triggers/new_post');
 const projectList = require('../triggers/project_list');
 const projectRunFinished = require('../triggers/project_run_finished');
+const estimateCost = require('../searches/estimate_cost');
 const receipt = require('../searches/receipt');
 
 const AUTH_TYPES = ['oauth2', 'api_key'];
@@ -37,9 +40,9 @@ const buildApp = ({ authType = 'oauth2' } = {}) => {
     beforeRequest: [addAuthHeader(authType)],
     afterResponse: [handleEnvelope(authType)],
     triggers: byKey([newPost, newContent, hooks.completed, hooks.failed, projectList,
-      projectRunFinished]
+      projectRunFinished, modelList, contentList]
       .map(stripHelpers)),
-    searches: byKey([stripHelpers(receipt)]),
+    searches: byKey([receipt, estimateCost].map(stripHelpers)),
     creates: byKey([...creates, stripHelpers(runProject), stripHelpers(uploadFile)]),
   };
 };

@@ -116,7 +116,26 @@ const fetchCatalogue = async (z) => {
   return items;
 };
 
-const clearCatalogueCache = () => catalogueCache.clear();
+// GET /getModels (the generation models and their limits, in the operator's order; the
+// first is the default), memoised like the catalogue: a form asks for it on each reload.
+const modelsCache = new Map();
+
+const fetchModels = async (z) => {
+  const key = baseUrl();
+  const hit = modelsCache.get(key);
+  if (hit && Date.now() - hit.at < CATALOGUE_TTL_MS) {
+    return hit.items;
+  }
+  const response = await z.request({ url: `${key}/getModels`, method: 'GET' });
+  const items = Array.isArray(response.data) ? response.data : [];
+  modelsCache.set(key, { at: Date.now(), items });
+  return items;
+};
+
+const clearCatalogueCache = () => {
+  catalogueCache.clear();
+  modelsCache.clear();
+};
 
 const findAction = async (z, name) => {
   const items = await fetchCatalogue(z);
@@ -129,6 +148,7 @@ module.exports = {
   baseUrl,
   clearCatalogueCache,
   fetchCatalogue,
+  fetchModels,
   findAction,
   handleEnvelope,
   isOAuthEndpoint,

@@ -5,10 +5,34 @@
 
 const LONG_TEXT = 255; // longer strings get a multi-line box
 
+// Fields the gateway lists (they are part of seed 003's AIMG parameters) but refuses with
+// any value but empty or false: a Zap form that offers them can only produce an error, so
+// the app never shows or sends them.
+const ALWAYS_REFUSED = new Set([
+  'restoreFaces', // "face restoration is not supported by this gateway"
+  'input', // generate-video: "not supported by this gateway"
+  'controlNetPreset', // generate-video: "not supported by this gateway"
+]);
+
+const offered = (fields) => (fields || []).filter((f) => !ALWAYS_REFUSED.has(f.key));
+
+// Zapier's style guide wants Title Case labels; the gateway writes sentence case
+// ("Negative prompt"). Small words stay lower case inside a label, and words that already
+// carry capitals (CFG, FPS, ID, ControlNet) are kept as written.
+const SMALL_WORDS = new Set(['a', 'an', 'and', 'as', 'at', 'by', 'for', 'in', 'of', 'on', 'or',
+  'per', 'the', 'to', 'vs', 'with']);
+
+const titleCase = (text) => String(text).split(/(\s+|[-/(])/).map((word, i) => {
+  if (!/^[a-z]/.test(word) || (i > 0 && SMALL_WORDS.has(word))) {
+    return word;
+  }
+  return word.charAt(0).toUpperCase() + word.slice(1);
+}).join('');
+
 const toZapierField = (field) => {
   const out = {
     key: field.key,
-    label: field.label || field.key,
+    label: titleCase(field.label || field.key),
     required: Boolean(field.required),
   };
   switch (field.type) {
@@ -92,7 +116,7 @@ const isEmpty = (v) => v === undefined || v === null || v === ''
 // empty optional values are left out so the gateway's defaults apply.
 const buildBody = (fields, inputData) => {
   const body = {};
-  (fields || []).forEach((field) => {
+  offered(fields).forEach((field) => {
     const value = (inputData || {})[field.key];
     if (isEmpty(value)) {
       return;
@@ -105,4 +129,6 @@ const buildBody = (fields, inputData) => {
   return body;
 };
 
-module.exports = { buildBody, coerce, toZapierField };
+module.exports = {
+  ALWAYS_REFUSED, buildBody, coerce, offered, titleCase, toZapierField,
+};

@@ -43,7 +43,7 @@ module.exports = {
   noun: 'Receipt',
   display: {
     label: 'Find Receipt',
-    description: 'Finds a credit ledger entry (debit, refund, grant...) by its receipt id.',
+    description: 'Finds a credit ledger entry (debit, refund, grant...) by its receipt ID.',
   },
   operation: {
     inputFields: [{
@@ -63,5 +63,15 @@ module.exports = {
       requestId: 'req_ac301ea4e0d64d7a1995142f',
       createdAt: '2025-01-14T10:30:00.000Z',
     },
+    outputFields: [
+      { key: 'id', label: 'Receipt' },
+      { key: 'type', label: 'Type' },
+      { key: 'amount', label: 'Amount', type: 'integer' },
+      { key: 'balanceAfter', label: 'Balance After', type: 'integer' },
+      { key: 'action', label: 'Action' },
+      { key: 'reason', label: 'Reason' },
+      { key: 'refundOf', label: 'Refund Of' },
+      { key: 'createdAt', label: 'Created At', type: 'datetime' },
+    ],
   },
 };

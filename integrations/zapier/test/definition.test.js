@@ -12,7 +12,11 @@ const authentication = require('../lib/authentication');
 const zapier = require('zapier-platform-core');
 
 const snapshot = require('../catalogue.snapshot.json');
-const { createKey, DEDICATED } = require('../creates/action');
+const {
+  applyModel, createKey, DEBUG, DEDICATED, SEARCHES,
+} = require('../creates/action');
+const { ALWAYS_REFUSED, buildBody, titleCase, toZapierField } = require('../lib/fields');
+const hooks = require('../triggers/composition_hooks');
 const runProject = require('../creates/run_project');
 
 describe('app definition', () => {
@@ -44,7 +48,7 @@ describe('app definition', () => {
 
   it('has one create per snapshot action, async ones with performResume', () => {
     const app = buildApp();
-    snapshot.actions.forEach((action) => {
+    snapshot.actions.filter((a) => !SEARCHES[a.name]).forEach((action) => {
       const create = app.creates[createKey(action.name)];
       should.exist(create, action.name);
       if (!DEDICATED[action.name]) {
@@ -111,11 +115,11 @@ describe('project runs (definition)', () => {
     const field = (v) => toZapierField(runProject.asGatewayField(v));
     field({ name: 'subject', type: 'text', default: 'cat', help: 'What to draw', required: true })
       .should.eql({
-        key: 'var__subject', label: 'subject', required: true, type: 'string',
+        key: 'var__subject', label: 'Subject', required: true, type: 'string',
         helpText: 'What to draw', default: 'cat',
       });
     field({ name: 'size', type: 'number', default: 64, help: '', required: false })
-      .should.eql({ key: 'var__size', label: 'size', required: false, type: 'number', default: '64' });
+      .should.eql({ key: 'var__size', label: 'Size', required: false, type: 'number', default: '64' });
     const image = field({ name: 'photo', type: 'image', help: 'The product', required: false });
     image.should.have.properties({ key: 'var__photo', type: 'string' });
     image.helpText.should.match(/image URL/);
@@ -177,5 +181,120 @@ describe('content library (definition)', () => {
     trigger.operation.type.should.equal('polling');
     trigger.operation.sample.id.should.equal(trigger.operation.sample.contentId);
     trigger.operation.inputFields.map((f) => f.key).should.eql(['type', 'source', 'tag']);
+  });
+});
+
+// What a Zapier reviewer checks, over every operation of both auth variants.
+describe('review rules (definition)', () => {
+  const variants = ['oauth2', 'api_key'].map((authType) => buildApp({ authType }));
+  const app = variants[0];
+  const operations = (a) => ['triggers', 'creates', 'searches'].flatMap((kind) =>
+    Object.values(a[kind]).map((op) => ({ kind, op })));
+
+  it('declares a sample and output fields for every trigger, create and search', () => {
+    variants.forEach((a) => operations(a).forEach(({ kind, op }) => {
+      const where = `${kind}.${op.key}`;
+      should.exist(op.operation.sample, where);
+      Object.keys(op.operation.sample).length.should.be.above(0, where);
+      op.operation.outputFields.should.be.an.Array();
+      op.operation.outputFields.length.should.be.above(0, where);
+      op.operation.outputFields.forEach((f) => {
+        f.label.should.equal(titleCase(f.label), `${where} output ${f.key}`);
+        // every declared output is one the sample has (a__b is a.b, a[]b is a[i].b)
+        const top = f.key.split(/__|\[\]/)[0];
+        op.operation.sample.should.have.property(top);
+      });
+    }));
+  });
+
+  it('labels operations and static fields in Title Case', () => {
+    operations(app).forEach(({ kind, op }) => {
+      op.display.label.should.equal(titleCase(op.display.label), `${kind}.${op.key}`);
+      (op.operation.inputFields || []).filter((f) => typeof f === 'object').forEach((f) => {
+        f.label.should.equal(titleCase(f.label), `${kind}.${op.key} ${f.key}`);
+      });
+    });
+    ['Echo (Asynchronous)', 'Generate Product Listing', 'Generate Image'].forEach((label) => {
+      Object.values(app.creates).map((c) => c.display.label).should.containEql(label);
+    });
+    titleCase('CFG scale').should.equal('CFG Scale');
+    titleCase('Size of the output').should.equal('Size of the Output');
+  });
+
+  it('hides the debug actions and the dropdown triggers, and nothing else', () => {
+    const hidden = operations(app).filter(({ op }) => op.display.hidden).map(({ op }) => op.key).sort();
+    hidden.should.eql(['content_list', 'model_list', 'project_list', 'run_echo', 'run_echo_async']);
+    [...DEBUG].map(createKey).sort().should.eql(['run_echo', 'run_echo_async']);
+  });
+
+  it('offers Estimate Cost as a search, not a create', () => {
+    should.not.exist(app.creates.run_estimate_cost);
+    const search = app.searches.estimate_cost;
+    search.display.label.should.equal('Estimate Cost');
+    search.operation.inputFields[0].should.be.a.Function(); // the action dropdown, live
+    search.operation.sample.should.have.properties({ action: 'generate-product-listing', affordable: true });
+  });
+
+  it('never shows or sends the fields the gateway always refuses', () => {
+    ALWAYS_REFUSED.should.containDeep(new Set(['restoreFaces', 'input', 'controlNetPreset']));
+    const video = snapshot.actions.find((a) => a.name === 'generate-video');
+    video.inputFields.map((f) => f.key).should.containEql('controlNetPreset'); // the gateway lists it
+    const body = buildBody(video.inputFields, {
+      prompt: 'a boat', restoreFaces: 'true', input: 'x', controlNetPreset: 'canny', frames: '4',
+    });
+    body.should.eql({ prompt: 'a boat', frames: 4 });
+  });
+
+  it('sizes and samplers follow the chosen model (GET /getModels); Model is a dropdown', () => {
+    const image = snapshot.actions.find((a) => a.name === 'generate-image');
+    const models = [
+      { modelID: 'sd', name: 'SD 1.5', allowedWidths: [512, 768], allowedHeights: [512], defaultResolution: [512, 512],
+        allowedSamplers: ['Euler a', 'DDIM'], defaultSampler: 'DDIM', minSteps: 1, maxSteps: 50, defaultSteps: 20 },
+      { modelID: 'xl', name: 'SDXL', allowedWidths: [1024], allowedHeights: [1024, 1216], defaultResolution: [1024, 1024],
+        allowedSamplers: ['Euler'], defaultSampler: 'Euler', minSteps: 10, maxSteps: 60, defaultSteps: 30 },
+    ];
+    const form = (chosen) => applyModel(image.inputFields.map(toZapierField), models, chosen);
+    const byKey = (fields) => Object.fromEntries(fields.map((f) => [f.key, f]));
+    const first = byKey(form(undefined)); // nothing chosen: the default model, the first
+    first.modelName.should.have.properties({ dynamic: 'model_list.id.name', altersDynamicFields: true });
+    should.not.exist(first.modelName.choices);
+    first.width.choices.map((c) => c.value).should.eql(['512', '768']);
+    first.sampler.choices.map((c) => c.value).should.eql(['Euler a', 'DDIM']);
+    first.sampler.default.should.equal('DDIM');
+    const xl = byKey(form('xl'));
+    xl.width.choices.map((c) => c.value).should.eql(['1024']);
+    xl.height.choices.map((c) => c.value).should.eql(['1024', '1216']);
+    xl.sampler.choices.map((c) => c.value).should.eql(['Euler']);
+    xl.steps.helpText.should.match(/10-60 for SDXL/);
+    const [trigger, idKey, labelKey] = first.modelName.dynamic.split('.');
+    app.triggers[trigger].display.hidden.should.be.true();
+    app.triggers[trigger].operation.sample.should.have.properties(idKey, labelKey);
+  });
+
+  it('content ids are dropdowns of the library, fed by the hidden content_list trigger', () => {
+    const newVersion = app.creates.upload_file.operation.inputFields.find((f) => f.key === 'content_id');
+    newVersion.dynamic.should.equal('content_list.id.label');
+    const [trigger, idKey, labelKey] = newVersion.dynamic.split('.');
+    const op = app.triggers[trigger].operation;
+    op.canPaginate.should.be.true();
+    op.sample.should.have.properties(idKey, labelKey);
+    op.sample.label.should.match(/^product\.png \(image, 2025-01-14\)$/);
+    app.triggers.project_list.operation.canPaginate.should.be.true();
+  });
+
+  it('the failed-composition trigger lists failed compositions and has a failed sample', () => {
+    const op = app.triggers.composition_failed.operation;
+    op.performList.should.be.a.Function();
+    op.sample.should.equal(hooks.SAMPLE_FAILED);
+    op.sample.should.have.properties({ status: 'failed', event: 'composition.failed' });
+    op.sample.error.should.have.properties('code', 'message');
+    op.sample.refundReceipt.should.match(/^txn_/);
+    op.sample.outputs.should.eql([]);
+  });
+
+  it('asks for Node.js 22 or newer, as the current platform does', () => {
+    const pkg = require('../package.json');
+    pkg.engines.node.should.equal('>=22');
+    pkg.dependencies['zapier-platform-core'].should.equal(pkg.devDependencies['zapier-platform-cli']);
   });
 });

@@ -8,7 +8,9 @@ const {
   apiKeyBundle, apps, clearCatalogueCache, env, parseAppError, requireLiveGateway,
   runWithCallback, startReceiver, testers,
 } = require('./helpers');
-const { createKey, DEDICATED } = require('../creates/action');
+const { createKey, DEDICATED, SEARCHES } = require('../creates/action');
+const { ALWAYS_REFUSED, titleCase } = require('../lib/fields');
+const { SAMPLE_FAILED } = require('../triggers/composition_hooks');
 const snapshot = require('../catalogue.snapshot.json');
 
 const appTester = testers.api_key;
@@ -128,20 +130,15 @@ describe('live gateway', function () {
     it('builds each action\'s input fields live from the catalogue', async () => {
       clearCatalogueCache();
       const catalogue = await gw('GET', '/zapier/v1/actions');
-      for (const action of catalogue.items.filter((a) => !DEDICATED[a.name])) {
+      for (const action of catalogue.items.filter((a) => !DEDICATED[a.name] && !SEARCHES[a.name])) {
         const key = createKey(action.name);
         const fields = await appTester(App.creates[key].operation.inputFields, apiKeyBundle());
-        fields.map((f) => f.key).should.eql(action.inputFields.map((f) => f.key));
-        action.inputFields.forEach((src, i) => {
+        const offered = action.inputFields.filter((f) => !ALWAYS_REFUSED.has(f.key));
+        fields.map((f) => f.key).should.eql(offered.map((f) => f.key));
+        offered.forEach((src, i) => {
           const f = fields[i];
-          f.label.should.equal(src.label);
+          f.label.should.equal(titleCase(src.label));
           f.required.should.equal(Boolean(src.required));
-          if (src.helpText) {
-            f.helpText.should.startWith(src.helpText);
-          }
-          if (src.default !== undefined && src.default !== null && src.default !== '') {
-            f.default.should.equal(String(src.default));
-          }
           const expected = { integer: 'integer', number: 'number', boolean: 'boolean' }[src.type];
           if (expected) {
             f.type.should.equal(expected);
@@ -149,15 +146,51 @@ describe('live gateway', function () {
           if (src.type === 'array') {
             f.list.should.be.true();
           }
+          if (['modelName', 'width', 'height', 'sampler', 'steps', 'frames'].includes(src.key)) {
+            return; // from the model (GET /getModels), checked below
+          }
+          if (src.helpText) {
+            f.helpText.should.startWith(src.helpText);
+          }
+          if (src.default !== undefined && src.default !== null && src.default !== '') {
+            f.default.should.equal(String(src.default));
+          }
           if (src.choices) {
             f.choices.map((c) => c.value).should.eql(src.choices.map((c) => String(c.value || c)));
           }
         });
       }
-      const estimate = await appTester(App.creates.run_estimate_cost.operation.inputFields,
+      const estimate = await appTester(App.searches.estimate_cost.operation.inputFields,
         apiKeyBundle());
-      estimate.find((f) => f.key === 'action').choices.map((c) => c.value)
-        .should.containEql('generate-product-listing');
+      const actions = estimate.find((f) => f.key === 'action').choices.map((c) => c.value);
+      actions.should.containEql('generate-product-listing');
+      actions.should.not.containEql('estimate-cost');
+    });
+
+    it('the Model dropdown lists /getModels; sizes and samplers follow the chosen model', async () => {
+      const models = await gw('GET', '/getModels');
+      models.length.should.be.above(1, 'the gateway under test serves two models');
+      const choices = await appTester(App.triggers.model_list.operation.perform, apiKeyBundle());
+      choices.map((c) => c.id).should.eql(models.map((m) => m.modelID));
+      choices.forEach((c) => c.name.should.be.a.String());
+      for (const model of [models[0], models[1]]) {
+        const form = await appTester(App.creates.run_generate_image.operation.inputFields,
+          apiKeyBundle({ inputData: { modelName: model.modelID } }));
+        const byKey = Object.fromEntries(form.map((f) => [f.key, f]));
+        byKey.modelName.dynamic.should.equal('model_list.id.name');
+        byKey.modelName.altersDynamicFields.should.be.true();
+        byKey.width.choices.map((c) => c.value).should.eql(model.allowedWidths.map(String));
+        byKey.height.choices.map((c) => c.value).should.eql(model.allowedHeights.map(String));
+        byKey.sampler.choices.map((c) => c.value).should.eql(model.allowedSamplers);
+        byKey.sampler.default.should.equal(model.defaultSampler);
+        byKey.width.default.should.equal(String(model.defaultResolution[0]));
+        should.not.exist(byKey.restoreFaces);
+      }
+      const video = await appTester(App.creates.run_generate_video.operation.inputFields, apiKeyBundle());
+      video.map((f) => f.key).should.not.containEql('controlNetPreset');
+      video.map((f) => f.key).should.not.containEql('input');
+      video.find((f) => f.key === 'sampler').choices.map((c) => c.value)
+        .should.eql(models[0].allowedSamplers); // nothing chosen: the default model's
     });
 
     it('runs echo (string inputs coerced, meta kept)', async () => {
@@ -166,13 +199,18 @@ describe('live gateway', function () {
       out.message.should.equal('hello zapier');
       out.meta.creditsUsed.should.equal(1);
       out.meta.txnReceipt.should.match(/^txn_/);
+      Object.keys(out).sort().should.eql(
+        Object.keys(App.creates.run_echo.operation.sample).sort()); // the sample is real
     });
 
-    it('runs estimate-cost', async () => {
-      const out = await appTester(App.creates.run_estimate_cost.operation.perform,
+    it('Estimate Cost is a search returning one estimate', async () => {
+      const found = await appTester(App.searches.estimate_cost.operation.perform,
         apiKeyBundle({ inputData: { action: 'generate-product-listing' } }));
-      out.should.have.properties({ action: 'generate-product-listing', credits: 25 });
-      out.affordable.should.be.a.Boolean();
+      found.should.have.length(1);
+      found[0].should.have.properties({ id: 'generate-product-listing', action: 'generate-product-listing', credits: 25 });
+      found[0].affordable.should.be.a.Boolean();
+      Object.keys(found[0]).sort().should.eql(
+        Object.keys(App.searches.estimate_cost.operation.sample).sort());
     });
 
     it('echo-async: perform hands the gateway the callback URL, performResume finishes', async () => {
@@ -197,6 +235,7 @@ describe('live gateway', function () {
     let hookCompleted;
     let hookFailed;
     let listing;
+    let failedUid;
 
     it('subscribes the REST hooks', async () => {
       hookCompleted = await appTester(App.triggers.composition_completed.operation.performSubscribe,
@@ -269,6 +308,10 @@ describe('live gateway', function () {
       const items = await appTester(App.triggers.composition_completed.operation.performList,
         apiKeyBundle());
       items.map((i) => i.id).should.containEql(listing.uid);
+      items.forEach((i) => i.status.should.equal('completed'));
+      const mine = items.find((i) => i.id === listing.uid);
+      Object.keys(mine).sort().should.eql(
+        Object.keys(App.triggers.composition_completed.operation.sample).sort());
     });
 
     it('a failing listing: performResume fails the step, the failed hook fires', async function () {
@@ -291,6 +334,28 @@ describe('live gateway', function () {
       const items = await appTester(App.triggers.composition_failed.operation.perform,
         apiKeyBundle({ cleanedRequest: hook.body }));
       items[0].should.have.properties({ id: results.uid, status: 'failed' });
+      failedUid = results.uid;
+      // the hook's sample is the shape the delivery really has
+      Object.keys(items[0]).sort().should.eql(Object.keys(SAMPLE_FAILED).sort());
+    });
+
+    it('performList of composition.failed lists real failed compositions, shaped as the sample', async function () {
+      if (!failedUid) {
+        this.skip();
+      }
+      const items = await appTester(App.triggers.composition_failed.operation.performList,
+        apiKeyBundle());
+      items.map((i) => i.id).should.containEql(failedUid);
+      items.forEach((item) => {
+        item.status.should.equal('failed');
+        item.event.should.equal('composition.failed');
+        Object.keys(item).sort().should.eql(Object.keys(SAMPLE_FAILED).sort());
+        Object.keys(item.error).sort().should.eql(Object.keys(SAMPLE_FAILED.error).sort());
+        Object.keys(item.links).sort().should.eql(Object.keys(SAMPLE_FAILED.links).sort());
+        item.refundReceipt.should.match(/^txn_/);
+      });
+      const failed = items.find((i) => i.id === failedUid);
+      failed.error.code.should.equal(SAMPLE_FAILED.error.code);
     });
 
     it('unsubscribes the REST hooks', async function () {
@@ -484,6 +549,20 @@ describe('live gateway', function () {
       const none = await appTester(App.triggers.new_content.operation.perform,
         apiKeyBundle({ inputData: { tag: 'no-such-tag' } }));
       none.should.eql([]);
+    });
+
+    it('the content dropdown lists it, labelled, paged from page 0', async function () {
+      if (!uploaded) {
+        this.skip();
+      }
+      const first = await appTester(App.triggers.content_list.operation.perform,
+        apiKeyBundle({ meta: { page: 0 } }));
+      const mine = first.find((i) => i.id === uploaded.id);
+      should.exist(mine);
+      mine.label.should.startWith(`${uploaded.fileName} (image, `);
+      const past = await appTester(App.triggers.content_list.operation.perform,
+        apiKeyBundle({ meta: { page: 1000 } }));
+      past.should.eql([]);
     });
 
     it('a file URL the gateway refuses is its 400 error', async () => {

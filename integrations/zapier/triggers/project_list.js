@@ -36,6 +36,7 @@ module.exports = {
   },
   operation: {
     type: 'polling',
+    canPaginate: true,
     perform: (z, bundle) => listProjects(z, bundle),
     sample: { id: 'prj_0123456789abcdef', project_id: 'prj_0123456789abcdef', name: 'Sale banner' },
     outputFields: [

@@ -11,6 +11,9 @@ const runProject = require('../creates/run_project');
 
 const EVENT = 'run.completed';
 
+// A delivery carries the composition alone (no request meta).
+const { meta, ...RUN_SAMPLE } = runProject.operation.sample; // eslint-disable-line no-unused-vars
+
 const listFinishedRuns = (z) => listCompositions(z, EVENT,
   { action: runProject.ACTION, status: 'completed', limit: 50 });
 
@@ -18,7 +21,7 @@ module.exports = makeHook(EVENT, 'project_run_finished', 'Project Run Finished',
   'Triggers when a run of one of your projects completes.',
   (z, bundle) => listFinishedRuns(z, bundle), {
     noun: 'Project Run',
-    sample: { ...runProject.operation.sample, event: EVENT },
+    sample: { ...RUN_SAMPLE, event: EVENT },
     outputFields: [
       { key: 'id', label: 'Run ID' },
       { key: 'status', label: 'Status' },
