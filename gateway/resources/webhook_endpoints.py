@@ -14,12 +14,7 @@ _DESCRIPTION = {"type": "string", "maxLength": we.MAX_DESCRIPTION_CHARS}
 
 
 class WebhookEndpoints:
-    """Add a webhook endpoint; its signing secret is in this response only.
-
-    Body: `url` (http/https, public unless OUTBOUND_ALLOW_HOSTS allows it), `events` (event
-    types, or `*`), optional `description` and `enabled` (default true). At most 16 per
-    account (409 beyond). GET lists them newest first, `limit` (1-100, default 50) at a
-    time, `data.next` the full URL of the next page (null on the last)."""
+    """The account's webhook endpoints (several, each with its own signing secret)."""
 
     scope = {"GET": "hooks:read", "POST": "hooks:write"}
     openapi_tag = "Webhooks"
@@ -34,11 +29,20 @@ class WebhookEndpoints:
         self.deps = deps
 
     def on_post(self, req, resp):
+        """Add a webhook endpoint; its signing secret is in this response only.
+
+        Body: `url` (http/https, public unless OUTBOUND_ALLOW_HOSTS allows it), `events`
+        (event types, or `*`), optional `description` and `enabled` (default true). At
+        most 16 per account (409 beyond)."""
         endpoint, secret = we.create_endpoint(req.context.caller.account_id, json_body(req),
                                               self.deps.actions.policy, self.deps.clock)
         ok(req, resp, we.endpoint_json(endpoint, secret=secret), status=201)
 
     def on_get(self, req, resp):
+        """List the caller's webhook endpoints, newest first, never their secrets.
+
+        `limit` (1-100, default 50) at a time; `data.next` is the full URL of the next
+        page (null on the last)."""
         limit, cursor = list_params(req)
         rows, after = we.list_endpoints(req.context.caller.account_id, limit=limit,
                                         cursor=cursor)
