@@ -215,9 +215,36 @@ WORKFLOW_STATE = obj({
                                "examples": ["running"]},
     "status": STR, "progress": INT, "startTime": NTS, "endTime": NTS, "itemIds": arr(STR)})
 
+WEBHOOK_ENDPOINT = obj({
+    "id": s(None, "we_7k2m9q1w4h"), "url": s(None, "https://hooks.example.com/gateway",
+                                             format="uri"),
+    "description": nullable(s(None, "orders")),
+    "events": arr(s("An event type, or * for every event", "composition.completed")),
+    "enabled": BOOL,
+    "previousSecretExpiresAt": nullable(s("While the previous secret still signs too",
+                                          "2026-01-15T10:30:00.000Z", format="date-time")),
+    "createdAt": TS, "updatedAt": TS})
+WEBHOOK_ENDPOINT_WITH_SECRET = {"allOf": [ref("WebhookEndpoint"), obj(
+    {"secret": s("The signing secret: in this response only", "whsec_c2VjcmV0")})]}
+WEBHOOK_ATTEMPT = obj({
+    "id": s(None, "42"), "deliveryId": s(None, "msg_3n5m7b9v1c"),
+    "event": s(None, "composition.completed"), "attemptedAt": TS,
+    "outcome": s("delivered, failed, gone, refused, ...", "delivered"),
+    "responseCode": NINT, "responseExcerpt": nullable(s("The first 512 bytes answered")),
+    "error": NSTR, "durationMs": NINT, "nextRetryAt": NTS, "redelivery": BOOL})
+WEBHOOK_DELIVERY = obj({
+    "id": s("The webhook-id header", "msg_3n5m7b9v1c"), "endpointId": NSTR,
+    "event": s(None, "composition.completed"),
+    "status": s("pending, delivered, failed", "delivered"), "attempts": INT,
+    "lastResponseCode": NINT, "nextRetryAt": NTS, "createdAt": TS, "deliveredAt": NTS,
+    "payload": FREE, "attemptLog": arr(ref("WebhookAttempt"))},
+    required=["id", "event", "status", "attempts", "createdAt", "payload"])
+
 COMPONENTS = {"Output": OUTPUT, "Composition": COMPOSITION,
               "CompositionAnswer": COMPOSITION_ANSWER, "LedgerEntry": LEDGER_ENTRY,
-              "ApiKey": API_KEY, "Account": ACCOUNT, "Hook": HOOK, "ContentItem": CONTENT_ITEM,
+              "ApiKey": API_KEY, "Account": ACCOUNT, "Hook": HOOK,
+              "WebhookEndpoint": WEBHOOK_ENDPOINT, "WebhookAttempt": WEBHOOK_ATTEMPT,
+              "WebhookDelivery": WEBHOOK_DELIVERY, "ContentItem": CONTENT_ITEM,
               "Project": PROJECT, "ProjectRun": RUN, "FileMetadata": FILE_METADATA,
               "Collaboration": COLLABORATION, "BillingPlan": BILLING_PLAN,
               "OAuthClient": OAUTH_CLIENT, "WorkflowState": WORKFLOW_STATE}
@@ -387,6 +414,47 @@ RESPONSES: dict[str, dict[str, dict]] = {
     "/zapier/v1/hooks/secret/rotate": {"post": op(
         "rotateHookSecret", "Replace the webhook signing secret (shown once)",
         obj({"secret": s(None, "whsec_c2VjcmV0")}), 201)},
+    "/zapier/v1/webhook-endpoints": {
+        "get": op("listWebhookEndpoints", "List your webhook endpoints, newest first",
+                  page(ref("WebhookEndpoint"))),
+        "post": op("createWebhookEndpoint", "Add a webhook endpoint with its own signing "
+                   "secret (shown once) and event filter", WEBHOOK_ENDPOINT_WITH_SECRET, 201,
+                   errors={409: "CONFLICT: the account already has the most endpoints (16)"})},
+    "/zapier/v1/webhook-endpoints/{endpoint_id}": {
+        "get": op("getWebhookEndpoint", "Read one webhook endpoint (never its secret)",
+                  ref("WebhookEndpoint")),
+        "patch": op("updateWebhookEndpoint", "Change an endpoint's URL, events, "
+                    "description or switch", ref("WebhookEndpoint")),
+        "delete": op("deleteWebhookEndpoint", "Remove an endpoint and its delivery log",
+                     obj({"id": STR, **DELETED}))},
+    "/zapier/v1/webhook-endpoints/{endpoint_id}/rotate-secret": {"post": op(
+        "rotateWebhookEndpointSecret", "Roll an endpoint's signing secret (the previous one "
+        "keeps signing for overlap_seconds)", WEBHOOK_ENDPOINT_WITH_SECRET, 201)},
+    "/zapier/v1/webhook-endpoints/{endpoint_id}/test": {"post": op(
+        "sendWebhookTest", "Send a webhook.test event to this endpoint",
+        obj({"delivery": ref("WebhookDelivery")}), 202,
+        errors={409: "CONFLICT: the endpoint is disabled"})},
+    "/zapier/v1/webhook-endpoints/{endpoint_id}/deliveries": {"get": op(
+        "listWebhookAttempts", "The endpoint's delivery log: every attempt, newest first",
+        page(ref("WebhookAttempt")))},
+    "/zapier/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}": {"get": op(
+        "getWebhookDelivery", "One delivery: its event, state, payload and every attempt",
+        ref("WebhookDelivery"))},
+    "/zapier/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/redeliver": {
+        "post": op("redeliverWebhook", "Send a delivery again (one attempt, same webhook-id)",
+                   obj({"delivery": ref("WebhookDelivery")}), 202,
+                   errors={409: "CONFLICT: the endpoint is disabled"})},
+    # Story videos (seed 001; docs/STORY.md): the resources describe their answers
+    "/video": {"post": op("createStoryVideo", "Start a narrated, illustrated, subtitled "
+                          "story video (metered; 202 with the task id)", status=None)},
+    "/video/tasks/{task_id}": {"get": op(
+        "getStoryVideoTask", "Read a story video task: progress, story, scene images, "
+        "video URL", status=None)},
+    "/images/tasks/{task_id}": {"get": op(
+        "getStoryImageTask", "Read a scene image regeneration task", status=None)},
+    "/images/{image_id}": {"post": op(
+        "regenerateStoryImage", "Regenerate one scene image (metered) and re-render the "
+        "video", status=None)},
     "/zapier/v1/credits/low-threshold": {"put": op(
         "setLowCreditThreshold", "Set or clear the balance that fires credits.low",
         obj({"threshold": nullable(i(None, 100))}))},

@@ -22,7 +22,10 @@ class WebhookEndpoints:
                              "additionalProperties": False,
                              "properties": {"url": _URL, "events": _EVENTS,
                                             "description": _DESCRIPTION,
-                                            "enabled": {"type": "boolean"}}}}
+                                            "enabled": {"type": "boolean"}},
+                             "examples": [{"url": "https://hooks.example.com/gateway",
+                                           "events": ["composition.completed"],
+                                           "description": "orders"}]}}
     openapi_query = {"get": LIST_QUERY}
 
     def __init__(self, deps):
@@ -60,7 +63,8 @@ class WebhookEndpointItem:
                               "additionalProperties": False,
                               "properties": {"url": _URL, "events": _EVENTS,
                                              "description": _DESCRIPTION,
-                                             "enabled": {"type": "boolean"}}}}
+                                             "enabled": {"type": "boolean"}},
+                              "examples": [{"enabled": False}]}}
 
     def __init__(self, deps):
         self.deps = deps
@@ -92,7 +96,8 @@ class WebhookEndpointRotate:
     scope = "hooks:write"
     openapi_tag = "Webhooks"
     openapi_body = {"post": {"type": "object", "additionalProperties": False, "properties": {
-        "overlap_seconds": {"type": "integer", "minimum": 0, "maximum": we.MAX_OVERLAP_S}}}}
+        "overlap_seconds": {"type": "integer", "minimum": 0, "maximum": we.MAX_OVERLAP_S}},
+        "examples": [{"overlap_seconds": 3600}]}}
 
     def __init__(self, deps):
         self.deps = deps
