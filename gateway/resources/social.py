@@ -53,7 +53,7 @@ class _Base:
         return f"{base_url(req, self.config)}/auth/{name}/callback"
 
 
-def _redirect(description) -> dict:
+def _redirect_doc(description) -> dict:
     return {"302": {"description": description,
                     "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}}},
             "default": {"description": "Error envelope (see error.code)",
@@ -77,7 +77,7 @@ class SocialStart(_Base):
                      for m in ("get", "post")}
     openapi_body = {"post": {"type": "object", "properties": {
         "redirectURL": {"type": "string", "format": "uri"}}}}
-    openapi_responses = {m: _redirect("To the provider's authorize page")
+    openapi_responses = {m: _redirect_doc("To the provider's authorize page")
                          for m in ("get", "post")}
 
     def __init__(self, login, config, limiter):
@@ -121,7 +121,7 @@ class SocialCallback(_Base):
         {"name": "code", "in": "query", "required": False, "schema": {"type": "string"}},
         {"name": "state", "in": "query", "required": True, "schema": {"type": "string"}},
         {"name": "error", "in": "query", "required": False, "schema": {"type": "string"}}]}
-    openapi_responses = {"get": _redirect("Back to the front-end's redirectURL with `b` (a "
+    openapi_responses = {"get": _redirect_doc("Back to the front-end's redirectURL with `b` (a "
                                           "one-time loginCode) or `error`")}
 
     def on_get(self, req, resp, provider):
