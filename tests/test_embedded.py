@@ -64,7 +64,16 @@ def _stop_serve(proc, sig, tmp_path):
         time.sleep(0.05)
     assert not _alive(redis_pid), "the embedded redis-server outlived gateway serve"
     assert not (tmp_path / "redis" / "redis.sock").exists()
-    with pytest.raises(ProcessLookupError):  # gunicorn and the worker are gone too
+    # gunicorn and the worker are gone too. A grandchild (a worker's scheduler or work
+    # horse, a gunicorn worker) may still be on its way out, or a zombie until init reaps
+    # it once its parent is gone: wait for the group to empty rather than sample it once.
+    for _ in range(400):
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)
 
 
