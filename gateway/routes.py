@@ -12,6 +12,7 @@ from gateway.resources import (
     compositions,
     content,
     credits,
+    docs,
     files,
     hooks,
     oauth2,
@@ -35,12 +36,17 @@ def route_table(deps) -> list[tuple[str, object]]:
     call = actions.ActionCall(service, config, redis, slots)
     oauth_server, token_service, social_login = deps.oauth_server, deps.tokens, deps.social_login
     login_guard = sessions.LoginGuard(deps.limiter, config.logins, config.trusted_proxies)
+    docs_page = docs.DocsPage(config.public_base_url)
     return [
         # Operations
         ("/health", ops.Health()),
         ("/health/ready", ops.Ready(deps.redis, config, deps.actions.models)),
         ("/metrics", ops.Metrics(deps.redis, config, deps.actions.models)),
         ("/openapi.json", ops.OpenAPI(lambda req: deps.openapi(req))),
+        # The interactive API reference over /openapi.json (public; not in the document)
+        ("/docs", docs_page),
+        ("/docs/", docs_page),
+        ("/docs/static/{name}", docs.DocsAssets(docs.swagger_ui_dir())),
         # Actions (CONTRACT 6)
         ("/zapier/v1", actions.MissingActionName()),
         ("/zapier/v1/", actions.MissingActionName()),
