@@ -505,6 +505,10 @@ class Config:
     payments: PaymentConfig = dataclasses.field(default_factory=PaymentConfig)
     # The content library: storage backend, upload limits and prices.
     storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
+    # The web console (docs/CONSOLE.md): session lifetime, and Secure cookies even on
+    # plain-http requests (behind a TLS-terminating proxy that does not say https).
+    console_session_ttl_s: int = 8 * 3600
+    console_cookie_secure: bool = False
 
     @classmethod
     def from_env(cls, env=None) -> Config:
@@ -571,6 +575,9 @@ class Config:
             social=SocialConfig.from_env(env),
             payments=PaymentConfig.from_env(env),
             storage=StorageConfig.from_env(env),
+            console_session_ttl_s=_int(env, "CONSOLE_SESSION_TTL_SECONDS", 8 * 3600, 60,
+                                       30 * 86400),
+            console_cookie_secure=_bool(env, "CONSOLE_COOKIE_SECURE", False),
         )
 
     @property

@@ -314,7 +314,8 @@ def _bootstrap(config):
             password = secrets.token_urlsafe(12)
             account, key = create_account("demo", password, credits=1000)
             notes.append(f"demo account {account.username} with 1000 credits, API key: {key}")
-            notes.append(f"demo password (OAuth consent page, POST /auth/token): {password}")
+            notes.append(f"demo password (web console at /, OAuth consent page, POST /auth/token): "
+                         f"{password}")
         else:
             notes.append("existing accounts kept; make a key with: gateway keys create demo")
     return admin_key, notes, key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gateway import console
 from gateway.resources import (
     accounts,
     actions,
@@ -192,4 +193,6 @@ def route_table(deps) -> list[tuple[str, object]]:
         ("/downloadGiftCards", billing.DownloadGiftCards(deps.clock)),
         ("/redeemGiftCard", billing.RedeemGiftCard(deps.clock, deps.limiter, config,
                                                       deps.generations)),
+        # The web console (HTML; docs/CONSOLE.md): not in the OpenAPI document
+        *console.routes(deps, login_guard),
     ]

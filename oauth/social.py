@@ -237,9 +237,18 @@ class SocialLogin:
             raise InvalidRequest("redirectURL is not on this gateway's allow-list", details=[
                 {"field": "redirectURL", "problem": "not an allowed front-end URL"}])
 
-    def start(self, provider: Provider, redirect_url: str, callback_url: str) -> str:
-        """Store a fresh state and return the provider's authorize URL to redirect to."""
-        self.check_redirect(redirect_url)
+    def start(self, provider: Provider, redirect_url: str, callback_url: str, *,
+              local: bool = False) -> str:
+        """Store a fresh state and return the provider's authorize URL to redirect to.
+
+        ``local``: ``redirect_url`` is a path on this gateway (the web console's return
+        page, chosen by the gateway itself), not a front-end URL of the allow-list."""
+        if local:
+            if not (isinstance(redirect_url, str) and redirect_url.startswith("/")
+                    and not redirect_url.startswith("//") and "\\" not in redirect_url):
+                raise InvalidRequest("A local redirect must be a path on this gateway")
+        else:
+            self.check_redirect(redirect_url)
         state = secrets.token_urlsafe(32)
         extra, verifier = {}, None
         if provider.pkce:

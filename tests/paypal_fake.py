@@ -116,7 +116,8 @@ class FakePayPal:
         if path == "/v1/payments/payment":
             pid = "PAYID-" + uuid.uuid4().hex[:20].upper()
             tx = body["transactions"][0]
-            self.payments[pid] = {"amount": tx["amount"], "state": "created"}
+            self.payments[pid] = {"amount": tx["amount"], "state": "created",
+                                  "return_url": body["redirect_urls"]["return_url"]}
             return 201, {"id": pid, "intent": "sale", "state": "created",
                          "transactions": [{"amount": tx["amount"]}], "links": [
                              {"href": f"{self.url}/v1/payments/payment/{pid}", "rel": "self",
@@ -143,7 +144,8 @@ class FakePayPal:
         if path == "/v2/checkout/orders":
             oid = uuid.uuid4().hex[:17].upper()
             self.orders[oid] = {"amount": body["purchase_units"][0]["amount"],
-                                "status": "CREATED"}
+                                "status": "CREATED", "return_url": body.get(
+                                    "application_context", {}).get("return_url")}
             return 201, {"id": oid, "status": "CREATED", "links": [
                 {"href": f"{self.url}/v2/checkout/orders/{oid}", "rel": "self", "method": "GET"},
                 {"href": f"https://www.sandbox.paypal.com/checkoutnow?token={oid}",

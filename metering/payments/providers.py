@@ -68,7 +68,8 @@ class Captured:
 class PaymentProvider(Protocol):
     name: str
 
-    def create(self, pack: CreditPack, *, reference: str, request_id: str) -> Created: ...
+    def create(self, pack: CreditPack, *, reference: str, request_id: str,
+               return_url: str | None = None, cancel_url: str | None = None) -> Created: ...
 
     def capture(self, provider_id: str, payer_id: str, *, request_id: str) -> Captured: ...
 
@@ -196,11 +197,12 @@ class PayPalV1(_Base):
             return _refused(getattr(exc.response, "status_code", "error"), exc.content)
         return None
 
-    def create(self, pack, *, reference, request_id):
+    def create(self, pack, *, reference, request_id, return_url=None, cancel_url=None):
         payment = self.sdk.Payment({
             "intent": "sale",
             "payer": {"payment_method": "paypal"},
-            "redirect_urls": {"return_url": self.return_url, "cancel_url": self.cancel_url},
+            "redirect_urls": {"return_url": return_url or self.return_url,
+                              "cancel_url": cancel_url or self.cancel_url},
             "transactions": [{
                 "amount": {"total": pack.amount, "currency": pack.currency},
                 "description": f"{pack.credits} credits",
@@ -268,7 +270,7 @@ class PayPalOrders(_Base):
             return ProviderUnavailable(f"PayPal answered {exc.response_code}")
         return _refused(exc.response_code, getattr(exc.response, "text", ""))
 
-    def create(self, pack, *, reference, request_id):
+    def create(self, pack, *, reference, request_id, return_url=None, cancel_url=None):
         from paypalserversdk.models.amount_with_breakdown import AmountWithBreakdown
         from paypalserversdk.models.checkout_payment_intent import CheckoutPaymentIntent
         from paypalserversdk.models.order_application_context import OrderApplicationContext
@@ -281,8 +283,9 @@ class PayPalOrders(_Base):
                 amount=AmountWithBreakdown(currency_code=pack.currency, value=pack.amount),
                 custom_id=reference, invoice_id=reference,
                 description=f"{pack.credits} credits")],
-            application_context=OrderApplicationContext(return_url=self.return_url,
-                                                         cancel_url=self.cancel_url))
+            application_context=OrderApplicationContext(
+                return_url=return_url or self.return_url,
+                cancel_url=cancel_url or self.cancel_url))
         answer = self._call(lambda: self.client.orders.create_order(
             {"body": body, "paypal_request_id": request_id, "prefer": "return=minimal"}))
         order = answer.body

@@ -88,13 +88,17 @@ class PurchaseService:
 
     # --- the purchase ------------------------------------------------------------------
 
-    def create(self, account_id, amount, currency, credits) -> str:
-        """Create the payment at PayPal and its row; returns the payer's approval URL."""
+    def create(self, account_id, amount, currency, credits, *, return_url=None,
+               cancel_url=None) -> str:
+        """Create the payment at PayPal and its row; returns the payer's approval URL.
+        ``return_url``/``cancel_url`` replace the configured ones for this payment (the
+        web console's own return page)."""
         pack = self.pack_for(amount, currency, credits)
         provider = self._require()
         payment_id = self.ids("pay")
         created = provider.create(pack, reference=payment_id,
-                                  request_id=f"create-{payment_id}")
+                                  request_id=f"create-{payment_id}", return_url=return_url,
+                                  cancel_url=cancel_url)
         now = self.clock.now()
         Payment.create(id=payment_id, account=account_id, provider=provider.name,
                        provider_id=created.provider_id, credits=pack.credits,

@@ -1,0 +1,390 @@
+"""The web console (docs/CONSOLE.md) through the real app on PostgreSQL and Redis: sign-in,
+the session cookie and its storage, CSRF, every page with the account's own data, tenant
+isolation, keys, webhook endpoints (a loopback receiver), PayPal (the loopback fake),
+social login (loopback providers), and one headless-Chromium run against gunicorn."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import redis as redis_lib
+import requests
+from falcon.testing import TestClient
+from paypal_fake import FakePayPal
+from test_oauth2_browser import WAIT_S, browser  # noqa: F401 - the Chromium fixture
+from test_social import KINDS, FakeProvider, _social_config, browse, person
+from urllib3 import encode_multipart_formdata
+
+from async_support import Receiver, burst, png_bytes
+from conftest import ADMIN, REDIS_BASE, bearer, make_app, start_gunicorn
+from core.config import PaymentConfig
+from oauth.console_sessions import session_hash
+
+PASSWORD = "console pass phrase 1"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class Browser:
+    """A TestClient that keeps cookies, as a browser does."""
+
+    def __init__(self, client):
+        self.client, self.cookies, self.last = client, {}, None
+
+    def go(self, method, path, form=None, **kw):
+        if form is not None:
+            kw["body"] = "&".join(f"{k}={requests.utils.quote(str(v), safe='')}"
+                                  for k, vs in form.items()
+                                  for v in (vs if isinstance(vs, list) else [vs]))
+            kw["headers"] = {**FORM, **kw.get("headers", {})}
+        resp = self.client.simulate_request(method, path, cookies=dict(self.cookies), **kw)
+        for name, cookie in resp.cookies.items():
+            if cookie.value:
+                self.cookies[name] = cookie.value
+            else:
+                self.cookies.pop(name, None)
+        self.last = resp
+        return resp
+
+    def get(self, path, **kw):
+        return self.go("GET", path, **kw)
+
+    def post(self, path, form, **kw):
+        return self.go("POST", path, form, **kw)
+
+    def csrf(self, path="/dashboard"):
+        return CSRF.search(self.get(path).text).group(1)
+
+    def sign_in(self, username, password=PASSWORD):
+        token = CSRF.search(self.get("/console/login").text).group(1)
+        return self.post("/console/login", {"csrf_token": token, "username": username,
+                                            "password": password})
+
+
+def account(client, credits=50, username=None):
+    username = username or "c" + uuid.uuid4().hex[:10]
+    resp = client.simulate_post("/admin/accounts", headers=ADMIN, json={
+        "username": username, "password": PASSWORD, "credits": credits})
+    assert resp.status_code == 201, resp.text
+    return resp.json["data"]["id"], resp.json["data"]["api_key"], username
+
+
+def signed_in(client, credits=50, username=None):
+    account_id, key, username = account(client, credits, username)
+    b = Browser(client)
+    resp = b.sign_in(username)
+    assert resp.status_code == 303 and resp.headers["location"] == "/dashboard", resp.text
+    return b, account_id, key, username
+
+
+def store():
+    return redis_lib.Redis.from_url(REDIS_BASE)
+
+
+def test_sign_in_cookie_flags_hashed_storage_and_sign_out(client, config):
+    assert client.simulate_get("/").headers["location"] == "/console/login"
+    assert client.simulate_get("/dashboard").headers["location"].startswith("/console/login")
+    _, _, username = account(client)
+    b = Browser(client)
+    wrong = b.sign_in(username, "wrong password")
+    assert wrong.status_code == 401 and "Wrong username or password" in wrong.text
+    assert "gw_console" not in b.cookies
+    page = b.get("/console/login")
+    for name, value in (("Content-Security-Policy", "default-src 'self'"),
+                        ("X-Frame-Options", "DENY"), ("Cache-Control", "no-store"),
+                        ("Referrer-Policy", "same-origin")):
+        assert value in page.headers[name]
+
+    ok = b.sign_in(username)
+    assert ok.status_code == 303 and ok.headers["location"] == "/dashboard"
+    cookie = ok.cookies["gw_console"]
+    assert cookie.http_only and cookie.same_site == "Lax" and cookie.path == "/"
+    assert not cookie.secure  # plain http and no CONSOLE_COOKIE_SECURE
+    sid = cookie.value
+    assert len(sid) >= 40
+    keys = [k.decode() for k in store().scan_iter(f"{config.redis_prefix}:console:*")]
+    assert keys == [f"{config.redis_prefix}:console:session:{session_hash(sid)}"]
+    assert sid not in keys[0] and sid.encode() not in store().get(keys[0])
+    assert 0 < store().ttl(keys[0]) <= config.console_session_ttl_s
+    dash = b.get("/dashboard")
+    assert dash.status_code == 200 and username in dash.text
+    assert client.simulate_get("/").status_code == 303  # no cookie: to sign-in
+    assert b.get("/").headers["location"] == "/dashboard"
+
+    # https (or CONSOLE_COOKIE_SECURE) makes the cookie Secure
+    secure = Browser(TestClient(client.app))
+    token = CSRF.search(secure.get("/console/login").text).group(1)
+    resp = secure.post("/console/login", {"csrf_token": token, "username": username,
+                                          "password": PASSWORD}, protocol="https")
+    assert resp.status_code == 303 and resp.cookies["gw_console"].secure
+
+    out = b.post("/console/logout", {"csrf_token": b.csrf()})
+    assert out.status_code == 303 and "gw_console" not in b.cookies
+    assert store().get(keys[0]) is None
+    replay = client.simulate_get("/dashboard", cookies={"gw_console": sid})
+    assert replay.status_code == 303 and "login" in replay.headers["location"]
+
+
+def test_login_form_needs_its_csrf_token(client):
+    _, _, username = account(client)
+    b = Browser(client)
+    b.get("/console/login")
+    resp = b.post("/console/login", {"csrf_token": "forged", "username": username,
+                                     "password": PASSWORD})
+    assert resp.status_code == 403 and "gw_console" not in b.cookies
+
+
+def test_post_without_or_with_a_wrong_csrf_token_changes_nothing(client):
+    b, account_id, key, _ = signed_in(client)
+    before = client.simulate_get("/api/key/list", headers=bearer(key)).json["data"]["items"]
+    for form in ({"description": "x"}, {"description": "x", "csrf_token": "wrong"},
+                 {"description": "x", "csrf_token": [b.csrf(), b.csrf()]}):
+        resp = b.post("/console/keys", form)
+        assert resp.status_code == 403 and "text/html" in resp.headers["content-type"]
+        assert "Nothing was changed" in resp.text
+    assert b.post("/console/webhooks", {"url": "https://example.com/h"}).status_code == 403
+    assert b.post("/console/logout", {}).status_code == 403 and "gw_console" in b.cookies
+    after = client.simulate_get("/api/key/list", headers=bearer(key)).json["data"]["items"]
+    assert after == before
+    assert client.simulate_get("/zapier/v1/webhook-endpoints",
+                               headers=bearer(key)).json["data"]["items"] == []
+
+
+def test_key_shown_once_then_revoked_key_is_refused(client):
+    b, _, _, _ = signed_in(client)
+    resp = b.post("/console/keys", {"csrf_token": b.csrf("/console/keys"),
+                                    "description": "from the console"})
+    assert resp.status_code == 201, resp.text
+    secret = re.search(r'<code id="new-key">([^<]+)</code>', resp.text).group(1)
+    assert client.simulate_get("/zapier/v1/credits", headers=bearer(secret)).status_code == 200
+    listing = b.get("/console/keys")
+    assert secret not in listing.text and "from the console" in listing.text
+    key_id = client.simulate_get("/api/key/list", headers=bearer(secret)).json[
+        "data"]["items"][0]["keyId"]
+    resp = b.post(f"/console/keys/{key_id}/revoke", {"csrf_token": b.csrf()})
+    assert resp.status_code == 303
+    assert client.simulate_get("/zapier/v1/credits", headers=bearer(secret)).status_code == 401
+    assert "revoked" in b.get("/console/keys").text
+
+
+def test_every_page_shows_the_accounts_own_data_and_others_ids_are_404(lclient, lconfig):
+    b, account_id, key, username = signed_in(lclient, credits=40)
+    other, other_key, _ = account(lclient, credits=40)
+    for k in (key, other_key):
+        assert lclient.simulate_post("/zapier/v1/echo", json={"message": "hi"},
+                                     headers=bearer(k)).status_code == 200
+    mine = lclient.simulate_post("/zapier/v1/echo-async", params={"wait": "0"},
+                                 json={"message": "m"}, headers=bearer(key))
+    theirs = lclient.simulate_post("/zapier/v1/echo-async", params={"wait": "0"},
+                                   json={"message": "t"}, headers=bearer(other_key))
+    assert mine.status_code == 202 and theirs.status_code == 202, mine.text
+    burst(lconfig, queues=("cpu",))
+    uid = mine.json["data"]["composition"]["uid"]
+    their_uid = theirs.json["data"]["composition"]["uid"]
+    body, ctype = encode_multipart_formdata({"file": ("pic.png", png_bytes((200, 200)),
+                                                      "image/png")})
+    up = lclient.simulate_post("/upload", body=body,
+                               headers={**bearer(key), "Content-Type": ctype})
+    assert up.status_code in (200, 201), up.text
+    content_id = up.json["data"]["contentId"]
+    receipts = {a: lclient.simulate_get("/zapier/v1/credits/transactions",
+                                        headers=bearer(k)).json["data"]["items"][0]["txnReceipt"]
+                for a, k in ((account_id, key), (other, other_key))}
+    hook = lclient.simulate_post("/zapier/v1/webhook-endpoints", headers=bearer(other_key),
+                                 json={"url": "http://127.0.0.1:9/x", "events": ["*"]})
+    assert hook.status_code == 201
+
+    dash = b.get("/dashboard")
+    balance = lclient.simulate_get("/zapier/v1/credits", headers=bearer(key)).json[
+        "data"]["balance"]
+    assert dash.status_code == 200 and f"{balance} credits" in dash.text
+    assert '<svg class="chart"' in dash.text and 'class="bar"' in dash.text
+    assert "echo" in dash.text and "echo-async" in dash.text
+    ledger_page = b.get("/console/ledger")
+    assert receipts[account_id] in ledger_page.text and receipts[other] not in ledger_page.text
+    receipt = b.get(f"/console/receipts/{receipts[account_id]}")
+    assert receipt.status_code == 200 and "debit" in receipt.text
+    comps = b.get("/console/compositions")
+    assert uid in comps.text and their_uid not in comps.text
+    comp = b.get(f"/console/compositions/{uid}")
+    assert comp.status_code == 200 and "completed" in comp.text and f"/outputs/{uid}/" in comp.text
+    assert b.get("/console/runs").status_code == 200
+    content = b.get("/console/content")
+    assert "pic.png" in content.text and f"/console/content/{content_id}/download" in content.text
+    download = b.get(f"/console/content/{content_id}/download")
+    assert download.status_code == 200 and download.content.startswith(b"\x89PNG")
+    assert "sandbox" in download.headers["content-security-policy"]
+    assert "Buying credits is not enabled" in b.get("/console/credits").text
+    for page in ("/console/keys", "/console/webhooks"):
+        assert b.get(page).status_code == 200
+
+    for path in (f"/console/receipts/{receipts[other]}", f"/console/compositions/{their_uid}",
+                 f"/console/webhooks/{hook.json['data']['id']}", f"/console/runs/{their_uid}",
+                 f"/console/content/{json.dumps(1)}/download", "/console/receipts/txn_nope"):
+        resp = b.get(path)
+        assert resp.status_code == 404 and "text/html" in resp.headers["content-type"], path
+    resp = b.post(f"/console/webhooks/{hook.json['data']['id']}/delete", {"csrf_token": b.csrf()})
+    assert resp.status_code == 404
+    assert lclient.simulate_get(f"/zapier/v1/webhook-endpoints/{hook.json['data']['id']}",
+                                headers=bearer(other_key)).status_code == 200
+
+
+def test_markup_in_descriptions_and_urls_is_escaped(lclient):
+    """Usernames cannot hold markup (oauth.accounts); key descriptions, webhook URLs and
+    descriptions can, and are escaped by the templates' autoescaping."""
+    b, _, key, _ = signed_in(lclient)
+    evil = "<script>alert(1)</script>"
+    assert lclient.simulate_post("/api/key/generate", headers=bearer(key),
+                                 json={"description": evil}).status_code == 201
+    assert lclient.simulate_post("/zapier/v1/webhook-endpoints", headers=bearer(key), json={
+        "url": "http://127.0.0.1:9/?q=" + evil, "events": ["*"],
+        "description": evil}).status_code == 201
+    for page in ("/console/keys", "/console/webhooks"):
+        text = b.get(page).text
+        assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_webhook_endpoint_create_test_event_log_and_redeliver(lclient, lconfig):
+    b, _, key, _ = signed_in(lclient)
+    receiver = Receiver(statuses=[503, 200])
+    try:
+        resp = b.post("/console/webhooks", {"csrf_token": b.csrf("/console/webhooks"),
+                                            "url": receiver.url + "/<b>hook</b>",
+                                            "events": ["composition.completed", "credits.low"],
+                                            "description": "console"})
+        assert resp.status_code == 201, resp.text
+        secret = re.search(r'<code id="new-secret">([^<]+)</code>', resp.text).group(1)
+        assert secret.startswith("whsec_") and "&lt;b&gt;hook" in resp.text
+        listed = b.get("/console/webhooks")
+        assert secret not in listed.text and "&lt;b&gt;hook" in listed.text
+        [endpoint] = lclient.simulate_get("/zapier/v1/webhook-endpoints",
+                                          headers=bearer(key)).json["data"]["items"]
+        assert endpoint["events"] == ["composition.completed", "credits.low"]
+        page = f"/console/webhooks/{endpoint['id']}"
+        resp = b.post(page + "/test", {"csrf_token": b.csrf()})
+        assert resp.status_code == 303 and "sent=" in resp.headers["location"]
+        burst(lconfig, queues=("webhooks",))
+        assert receiver.wait_for(1)[0]["status"] == 503
+        log = b.get(page)
+        assert "webhook.test" in log.text and "503" in log.text and "failed" in log.text
+        msg_id = receiver.requests[0]["headers"]["webhook-id"]
+        resp = b.post(f"{page}/deliveries/{msg_id}/redeliver", {"csrf_token": b.csrf()})
+        assert resp.status_code == 303
+        burst(lconfig, queues=("webhooks",))
+        second = receiver.wait_for(2)[1]
+        assert second["headers"]["webhook-id"] == msg_id and second["status"] == 200
+        log = b.get(page).text
+        assert "(redelivery)" in log and re.search(r'class="code">200<', log)
+        resp = b.post(page + "/delete", {"csrf_token": b.csrf()})
+        assert resp.status_code == 303
+        assert lclient.simulate_get("/zapier/v1/webhook-endpoints",
+                                    headers=bearer(key)).json["data"]["items"] == []
+        bad = b.post("/console/webhooks", {"csrf_token": b.csrf(), "url": "ftp://x"})
+        assert bad.status_code == 400 and 'class="error"' in bad.text
+    finally:
+        receiver.close()
+
+
+def test_buy_credits_through_paypal_and_come_back(config, schema):
+    with FakePayPal() as fake:
+        app = make_app(config.replace(payments=PaymentConfig.from_env({
+            "PAYMENT_PROVIDER": "paypal-orders", "PAYPAL_CLIENT_ID": "id",
+            "PAYPAL_CLIENT_SECRET": "secret", "PAYPAL_BASE_URL": fake.url,
+            "PAYPAL_WEBHOOK_ID": fake.webhook_id, "CREDIT_PACKS": "100:9.99:USD"})))
+        client = TestClient(app)
+        b, account_id, key, _ = signed_in(client, credits=5)
+        page = b.get("/console/credits")
+        assert "100 credits for 9.99 USD" in page.text
+        resp = b.post("/console/credits", {"csrf_token": b.csrf("/console/credits"),
+                                           "pack": "100:9.99:USD"})
+        assert resp.status_code == 303
+        assert resp.headers["location"].startswith("https://www.sandbox.paypal.com/")
+        [(order_id, order)] = fake.orders.items()
+        assert order["return_url"] == "http://gateway.test/console/credits/return"
+        fake.approve(order_id)
+        back = b.get("/console/credits/return", params={"token": order_id,
+                                                       "PayerID": "PAYER1"})
+        assert back.status_code == 200 and "Payment successful" in back.text, back.text
+        assert client.simulate_get("/zapier/v1/credits", headers=bearer(key)).json[
+            "data"]["balance"] == 105
+        again = b.get("/console/credits/return", params={"token": order_id,
+                                                        "PayerID": "PAYER1"})
+        assert again.status_code == 200
+        assert client.simulate_get("/zapier/v1/credits", headers=bearer(key)).json[
+            "data"]["balance"] == 105
+        other = Browser(client)
+        other.sign_in(account(client)[2])
+        assert other.get("/console/credits/return", params={
+            "token": order_id, "PayerID": "PAYER1"}).status_code == 404
+
+
+def test_social_login_lands_signed_in_on_the_console(config, schema):
+    fake = FakeProvider("github")
+    try:
+        app = make_app(_social_config(config, {"github": fake}, kinds=("github",)))
+        client = TestClient(app)
+        b = Browser(client)
+        assert "/console/login/github" in b.get("/console/login").text
+        start = b.get("/console/login/github")
+        assert start.status_code == 302
+        callback = browse(fake, start.headers["location"], person(username="octo-console"))
+        parts = urlsplit(callback)
+        back = b.get(parts.path, query_string=parts.query)  # the existing callback
+        assert back.status_code == 302
+        target = urlsplit(back.headers["location"])
+        assert target.path == "/console/social/return" and "b" in parse_qs(target.query)
+        # another browser cannot use this return (it did not start the login)
+        stranger = Browser(client).get(target.path, query_string=target.query)
+        assert stranger.status_code == 403 and "gw_console" not in stranger.cookies
+        done = b.get(target.path, query_string=target.query)
+        assert done.status_code == 303 and done.headers["location"] == "/dashboard"
+        assert "octo-console" in b.get("/dashboard").text
+        assert KINDS["github"]  # the API flow is untouched: test_social.py covers it
+    finally:
+        fake.close()
+
+
+@pytest.mark.slow
+def test_browser_signs_in_sees_the_chart_creates_a_key_and_uses_it(config, schema, browser):  # noqa: F811
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    proc, url = start_gunicorn(config, workers=1, threads=4,
+                               extra_env={"PUBLIC_BASE_URL": ""})
+    try:
+        username = "b" + uuid.uuid4().hex[:10]
+        resp = requests.post(url + "/admin/accounts", headers=ADMIN, timeout=10, json={
+            "username": username, "password": PASSWORD, "credits": 30})
+        key = resp.json()["data"]["api_key"]
+        requests.post(url + "/zapier/v1/echo", json={"message": "x"}, headers=bearer(key),
+                      timeout=10)
+        driver = browser()
+        wait = WebDriverWait(driver, WAIT_S)
+        driver.get(url + "/")
+        wait.until(ec.presence_of_element_located((By.ID, "login-form")))
+        driver.find_element(By.ID, "username").send_keys(username)
+        driver.find_element(By.ID, "password").send_keys(PASSWORD)
+        driver.find_element(By.ID, "sign-in").click()
+        wait.until(ec.presence_of_element_located((By.ID, "balance")))
+        assert driver.find_element(By.ID, "balance").text == "29 credits"
+        chart = driver.find_element(By.ID, "usage-chart")
+        assert chart.tag_name == "svg" and chart.find_elements(By.CSS_SELECTOR, "rect.bar")
+        driver.find_element(By.LINK_TEXT, "API keys").click()
+        wait.until(ec.presence_of_element_located((By.ID, "create-key")))
+        driver.find_element(By.ID, "key-description").send_keys("from chromium")
+        driver.find_element(By.ID, "create-key-button").click()
+        wait.until(ec.presence_of_element_located((By.ID, "new-key")))
+        secret = driver.find_element(By.ID, "new-key").text
+        assert secret.startswith("gwk_")
+        resp = requests.get(url + "/zapier/v1/credits", headers=bearer(secret), timeout=10)
+        assert resp.status_code == 200 and resp.json()["data"]["balance"] == 29
+        time.sleep(0)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
