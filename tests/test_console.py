@@ -18,6 +18,7 @@ from falcon.testing import TestClient
 from paypal_fake import FakePayPal
 from test_oauth2_browser import WAIT_S, browser  # noqa: F401 - the Chromium fixture
 from test_social import KINDS, FakeProvider, _social_config, browse, person
+from test_webhook_endpoints import refuses, verify
 from urllib3 import encode_multipart_formdata
 
 from async_support import Receiver, burst, png_bytes
@@ -286,6 +287,89 @@ def test_webhook_endpoint_create_test_event_log_and_redeliver(lclient, lconfig):
                                     headers=bearer(key)).json["data"]["items"] == []
         bad = b.post("/console/webhooks", {"csrf_token": b.csrf(), "url": "ftp://x"})
         assert bad.status_code == 400 and 'class="error"' in bad.text
+    finally:
+        receiver.close()
+
+
+def test_webhook_endpoint_edit_and_secret_rotation(lclient, lconfig):
+    """Edit (URL, description, events, switch) and roll the secret from the console: the
+    same checks as the API; a refused form changes nothing; the new secret is shown once
+    and signs the next delivery, the old one only for the chosen overlap."""
+    b, _, key, _ = signed_in(lclient)
+    receiver = Receiver()
+    try:
+        created = lclient.simulate_post("/zapier/v1/webhook-endpoints", headers=bearer(key),
+                                        json={"url": receiver.url + "/a", "events": ["*"]})
+        assert created.status_code == 201, created.text
+        endpoint_id, s1 = created.json["data"]["id"], created.json["data"]["secret"]
+        page = f"/console/webhooks/{endpoint_id}"
+        shown = b.get(page)
+        assert 'id="edit-endpoint"' in shown.text and 'value="*" checked' in shown.text
+
+        def api_view():
+            return lclient.simulate_get(f"/zapier/v1/webhook-endpoints/{endpoint_id}",
+                                        headers=bearer(key)).json["data"]
+
+        before = api_view()
+        assert b.post(page + "/edit", {"url": receiver.url + "/b"}).status_code == 403
+        for form in ({"url": "ftp://x", "state": "enabled"},
+                     {"url": receiver.url + "/b", "state": "maybe"},
+                     {"url": receiver.url + "/b", "state": "enabled", "events": "no.such"},
+                     {"url": receiver.url + "/b", "state": "enabled", "description": "x" * 300}):
+            bad = b.post(page + "/edit", {"csrf_token": b.csrf(page), **form})
+            assert bad.status_code == 400 and 'class="error"' in bad.text, form
+        assert api_view() == before
+
+        resp = b.post(page + "/edit", {"csrf_token": b.csrf(page), "url": receiver.url + "/b",
+                                       "description": "orders", "state": "enabled",
+                                       "events": ["credits.low", "run.failed"]})
+        assert resp.status_code == 303 and "saved=1" in resp.headers["location"]
+        after = api_view()
+        assert (after["url"], after["description"], after["events"], after["enabled"]) == (
+            receiver.url + "/b", "orders", ["credits.low", "run.failed"], True)
+        assert "Endpoint saved." in b.get(resp.headers["location"]).text
+
+        def test_event():
+            count = len(receiver.requests)
+            assert b.post(page + "/test", {"csrf_token": b.csrf(page)}).status_code == 303
+            burst(lconfig, queues=("webhooks",))
+            delivered = receiver.wait_for(count + 1)
+            assert len(delivered) == count + 1
+            return delivered[-1]
+
+        first = test_event()
+        assert first["path"] == "/b" and verify(s1, first)
+
+        rolled = b.post(page + "/rotate", {"csrf_token": b.csrf(page), "overlap_seconds": "3600"})
+        assert rolled.status_code == 200, rolled.text
+        s2 = re.search(r'<code id="new-secret">([^<]+)</code>', rolled.text).group(1)
+        assert s2 != s1 and s2.startswith("whsec_") and "signs as well until" in rolled.text
+        assert s2 not in b.get(page).text  # shown on that answer only
+        both = test_event()
+        assert verify(s1, both) and verify(s2, both)
+
+        for overlap in ("-1", "999999999", "soon", ""):
+            bad = b.post(page + "/rotate", {"csrf_token": b.csrf(page), "overlap_seconds": overlap})
+            assert bad.status_code == 400 and "new-secret" not in bad.text, overlap
+        still = test_event()
+        assert verify(s1, still) and verify(s2, still)  # the refusals changed nothing
+
+        s3 = re.search(r'<code id="new-secret">([^<]+)</code>', b.post(
+            page + "/rotate", {"csrf_token": b.csrf(page), "overlap_seconds": "0"}).text).group(1)
+        last = test_event()
+        assert verify(s3, last) and refuses(s2, last) and refuses(s1, last)
+
+        off = b.post(page + "/edit", {"csrf_token": b.csrf(page), "url": receiver.url + "/b",
+                                      "state": "disabled", "events": "run.failed"})
+        assert off.status_code == 303 and api_view()["enabled"] is False
+        assert 'id="endpoint-state">disabled<' in b.get(page).text
+        other_b, *_ = signed_in(lclient)  # another account: the same 404 as the API
+        for path in ("/edit", "/rotate"):
+            assert other_b.post(page + path, {"csrf_token": other_b.csrf(),
+                                              "overlap_seconds": "0",
+                                              "url": "https://example.com/x",
+                                              "state": "enabled"}).status_code == 404
+        assert api_view()["url"] == receiver.url + "/b"
     finally:
         receiver.close()
 

@@ -25,6 +25,8 @@ def routes(deps, login_guard) -> list[tuple[str, object]]:
         ("/console/keys/{key_id}/revoke", pages.KeyRevoke(console)),
         ("/console/webhooks", pages.Webhooks(console)),
         ("/console/webhooks/{endpoint_id}", pages.WebhookItem(console)),
+        ("/console/webhooks/{endpoint_id}/edit", pages.WebhookEdit(console)),
+        ("/console/webhooks/{endpoint_id}/rotate", pages.WebhookRotate(console)),
         ("/console/webhooks/{endpoint_id}/delete", pages.WebhookDelete(console)),
         ("/console/webhooks/{endpoint_id}/test", pages.WebhookTest(console)),
         ("/console/webhooks/{endpoint_id}/deliveries/{delivery_id}/redeliver",

@@ -303,6 +303,11 @@ class KeyRevoke(Page):
 # --- webhook endpoints ----------------------------------------------------------------------
 
 
+# what the rotate form offers: how long the replaced secret keeps signing as well
+OVERLAP_CHOICES = [(0, "stop at once"), (3600, "1 hour"), (86400, "24 hours"),
+                   (7 * 86400, "7 days")]
+
+
 class Webhooks(Page):
     """The endpoints; creating one shows its signing secret on that answer only."""
 
@@ -342,13 +347,22 @@ class WebhookItem(Page):
         self.serve(req, resp, self.show, endpoint_id)
 
     def show(self, req, resp, view, endpoint_id):
-        endpoint = we.get_endpoint(view.account_id, endpoint_id)
-        rows, after = we.list_attempts(view.account_id, endpoint_id, limit=50,
-                                       cursor=_cursor(req))
-        self.render(resp, view, "webhook.html", endpoint=we.endpoint_json(endpoint),
-                    attempts=[we.attempt_json(a, a.delivery.msg_id) for a in rows],
-                    next=after, sent=req.get_param("sent"),
-                    redelivered=req.get_param("redelivered"))
+        endpoint_page(self, req, resp, view, endpoint_id)
+
+
+def endpoint_page(page, req, resp, view, endpoint_id, status=200, **context) -> None:
+    """The endpoint page, also the answer of an edit refused (400) or a rotation (the new
+    secret shown this once)."""
+    endpoint = we.get_endpoint(view.account_id, endpoint_id)
+    rows, after = we.list_attempts(view.account_id, endpoint_id, limit=50,
+                                   cursor=_cursor(req))
+    page.render(resp, view, "webhook.html", status=status,
+                endpoint=we.endpoint_json(endpoint), event_types=we.EVENT_TYPES,
+                overlaps=OVERLAP_CHOICES,
+                attempts=[we.attempt_json(a, a.delivery.msg_id) for a in rows],
+                next=after, sent=req.get_param("sent"),
+                redelivered=req.get_param("redelivered"), saved=req.get_param("saved"),
+                **context)
 
 
 class _WebhookAction(Page):
@@ -358,6 +372,47 @@ class _WebhookAction(Page):
         query = "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
         redirect(resp, f"/console/webhooks/{quote(endpoint_id, safe='')}"
                        + (f"?{query}" if query else ""))
+
+
+class WebhookEdit(_WebhookAction):
+    """Change an endpoint's URL, description, event filter or switch: the same checks as
+    ``PATCH /zapier/v1/webhook-endpoints/{id}`` (a refusal shows the page again, changes
+    nothing)."""
+
+    def on_post(self, req, resp, endpoint_id):
+        self.serve(req, resp, self.edit, endpoint_id)
+
+    def edit(self, req, resp, view, endpoint_id):
+        state = field(view.form, "state")
+        body = {"url": field(view.form, "url"), "description": field(view.form, "description"),
+                "events": fields(view.form, "events") or ["*"],
+                # anything but the two offered states is refused by the API's own check
+                "enabled": {"enabled": True, "disabled": False}.get(state, state)}
+        try:
+            we.update_endpoint(view.account_id, endpoint_id, body, self.deps.actions.policy,
+                               self.deps.clock)
+        except InvalidRequest as exc:
+            endpoint_page(self, req, resp, view, endpoint_id, 400, error=exc.message)
+            return
+        self.back(resp, endpoint_id, saved="1")
+
+
+class WebhookRotate(_WebhookAction):
+    """A new signing secret, shown on this answer only; the old one keeps signing for the
+    chosen overlap (Stripe's "roll secret"), so receivers can switch without a gap."""
+
+    def on_post(self, req, resp, endpoint_id):
+        self.serve(req, resp, self.rotate, endpoint_id)
+
+    def rotate(self, req, resp, view, endpoint_id):
+        raw = field(view.form, "overlap_seconds")
+        overlap = int(raw) if raw.isdigit() and len(raw) < 10 else raw  # the check refuses
+        try:
+            _, secret = we.rotate_secret(view.account_id, endpoint_id, overlap, self.deps.clock)
+        except InvalidRequest as exc:
+            endpoint_page(self, req, resp, view, endpoint_id, 400, error=exc.message)
+            return
+        endpoint_page(self, req, resp, view, endpoint_id, rotated=secret)
 
 
 class WebhookDelete(_WebhookAction):
