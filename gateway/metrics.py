@@ -25,6 +25,22 @@ RATE_LIMIT_FAIL_OPEN = Counter("gateway_ratelimit_fail_open_total",
                                "Requests let through because Redis was unreachable")
 IDEMPOTENT_REPLAYS = Counter("gateway_idempotent_replays_total", "Idempotent replays served")
 
+# The labelled children of REQUESTS and LATENCY per (route, method, status), bound once:
+# ``labels()`` checks and joins its arguments under a lock on every call (~5 us each, the
+# largest cost of the metrics on the hot path). Routes are the app's URI templates, so the
+# keys are bounded.
+_REQUEST_CHILDREN: dict[tuple[str, str, str], tuple] = {}
+
+
+def count_request(route: str, method: str, status: str, seconds: float) -> None:
+    key = (route, method, status)
+    children = _REQUEST_CHILDREN.get(key)
+    if children is None:  # a race binds the same children twice: harmless
+        children = _REQUEST_CHILDREN[key] = (REQUESTS.labels(route, method, status),
+                                             LATENCY.labels(route, method))
+    children[0].inc()
+    children[1].observe(seconds)
+
 
 class StateCollector:
     """Gauges read at scrape time from the stores that own them, not counted in-process:

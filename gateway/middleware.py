@@ -67,8 +67,8 @@ class RequestContext:
     def process_response(self, req, resp, resource, req_succeeded):
         resp.set_header("X-Request-ID", req.context.request_id)
         route = req.uri_template or "unmatched"
-        metrics.REQUESTS.labels(route, req.method, resp.status[:3]).inc()
-        metrics.LATENCY.labels(route, req.method).observe(time.perf_counter() - req.context.started)
+        metrics.count_request(route, req.method, resp.status[:3],
+                              time.perf_counter() - req.context.started)
 
 
 # Response headers a browser script may read (beyond the CORS-safelisted ones): the ones
