@@ -305,6 +305,48 @@ def async_op(operation_id: str, summary: str, data=None, *, description=None) ->
     return out
 
 
+# --- whole response maps, for the seed routes that keep ``openapi_responses`` --------------
+# (AIMG in gateway/resources/aimg.py, story videos in gateway/resources/stories.py: their
+# seed's objects inside our envelope, with the rate-limit and async headers)
+
+ERROR_RESPONSE = {"description": "Error envelope (see error.code)",
+                  "content": {"application/json": {"schema": ref("Error")}}}
+LIMITED_RESPONSE = {"description": "RATE_LIMITED; see Retry-After",
+                    "headers": {"Retry-After": {"schema": INT}},
+                    "content": {"application/json": {"schema": ref("Error")}}}
+RATE_HEADERS = {h: {"$ref": f"#/components/headers/{h}"} for h in (
+    "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "X-Request-ID")}
+
+
+def accepted_headers(location: str) -> dict:
+    """A 202's headers: the rate-limit ones, ``Location`` (``location`` says what it is)
+    and ``Retry-After``."""
+    return {**RATE_HEADERS,
+            "Location": {"description": location, "schema": {"type": "string", "format": "uri"}},
+            "Retry-After": {"description": "Seconds before polling again", "schema": INT}}
+
+
+def success(description: str, data: dict, headers=RATE_HEADERS) -> dict:
+    """A success envelope whose ``data`` is ``data``."""
+    return {"description": description, "headers": headers,
+            "content": {"application/json": {"schema": {"allOf": [
+                ref("Success"), {"type": "object", "properties": {"data": data}}]}}}}
+
+
+def responses(method: str, codes: dict) -> dict:
+    """``openapi_responses`` for one method: ``codes`` plus 429 and the error default."""
+    return {method: {**codes, "429": LIMITED_RESPONSE, "default": ERROR_RESPONSE}}
+
+
+def wait_query(default_note: str) -> dict:
+    """The ``wait`` query parameter of a seed route whose clients poll by default
+    (``default_note`` says so: who polls, and where)."""
+    return {"name": "wait", "in": "query", "required": False,
+            "description": "Seconds to wait for the end (0-60; also Prefer: wait=N). "
+                           f"Default 0: {default_note}.",
+            "schema": {"type": "integer", "minimum": 0, "maximum": 60}}
+
+
 ESTIMATE = obj({"action": s(None, "generate-product-listing"), "credits": i(None, 25),
                 "baseCredits": i(None, 25), "pricing": s(None, "fixed price per call"),
                 "balance": i(None, 975), "affordable": BOOL})

@@ -17,6 +17,7 @@ from rq import Queue
 from core.errors import InvalidRequest, NotFound
 from gateway import metrics
 from gateway.envelope import ok
+from gateway.openapi_schemas import accepted_headers, responses, success, wait_query
 from gateway.resources.common import (
     STATUSES,
     base_url,
@@ -79,42 +80,15 @@ QUEUE = {"type": "object", "required": ["modelID", "queueID", "queueLength"], "p
 PROMPT = {"type": "object", "required": ["positivePrompt"], "properties": {
     "positivePrompt": {"type": "string"}, "negativePrompt": {"type": "string"}}}
 
-ERROR = {"description": "Error envelope (see error.code)",
-         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-LIMITED = {"description": "RATE_LIMITED; see Retry-After",
-           "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-RATE_HEADERS = {h: {"$ref": f"#/components/headers/{h}"} for h in (
-    "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "X-Request-ID")}
+ACCEPTED_HEADERS = accepted_headers("GET /getItemStatus?imageID=... to poll")
 
 
-ACCEPTED_HEADERS = {**RATE_HEADERS,
-                    "Location": {"description": "GET /getItemStatus?imageID=... to poll",
-                                 "schema": {"type": "string", "format": "uri"}},
-                    "Retry-After": {"description": "Seconds before polling again",
-                                    "schema": {"type": "integer"}}}
-
-
-def _success(description, data_schema, headers=RATE_HEADERS) -> dict:
-    return {"description": description, "headers": headers,
-            "content": {"application/json": {"schema": {"allOf": [
-                {"$ref": "#/components/schemas/Success"},
-                {"type": "object", "properties": {"data": data_schema}}]}}}}
-
-
-def _responses(method, codes) -> dict:
-    return {method: {**codes, "429": LIMITED, "default": ERROR}}
-
-
-GENERATE_RESPONSES = _responses("post", {
-    "200": _success("The item already ended (status completed, failed or cancelled)",
-                    GENERATION_STATUS),
-    "202": _success("Accepted: queued or running; poll GET /getItemStatus?imageID=",
-                    GENERATION_STATUS, ACCEPTED_HEADERS)})
-WAIT_QUERY = {"name": "wait", "in": "query", "required": False,
-              "description": "Seconds to wait for the end (0-60; also Prefer: wait=N). "
-                             "Default 0: AIMG clients poll.",
-              "schema": {"type": "integer", "minimum": 0, "maximum": 60}}
+GENERATE_RESPONSES = responses("post", {
+    "200": success("The item already ended (status completed, failed or cancelled)",
+                   GENERATION_STATUS),
+    "202": success("Accepted: queued or running; poll GET /getItemStatus?imageID=",
+                   GENERATION_STATUS, ACCEPTED_HEADERS)})
+WAIT_QUERY = wait_query("AIMG clients poll")
 MODEL_IDS_QUERY = {"name": "modelIDs", "in": "query", "required": False,
                    "description": "Comma-separated model ids to keep (default: all).",
                    "schema": {"type": "string"}}
@@ -264,9 +238,9 @@ class ItemStatus:
     openapi_query = {"get": [
         {"name": "imageID", "in": "query", "required": True, "schema": {"type": "string"}},
         WAIT_QUERY]}
-    openapi_responses = _responses("get", {
-        "200": _success("The item ended (completed, failed or cancelled)", GENERATION_STATUS),
-        "202": _success("Still queued or running", GENERATION_STATUS, ACCEPTED_HEADERS)})
+    openapi_responses = responses("get", {
+        "200": success("The item ended (completed, failed or cancelled)", GENERATION_STATUS),
+        "202": success("Still queued or running", GENERATION_STATUS, ACCEPTED_HEADERS)})
 
     def __init__(self, deps):
         self.config, self.redis, self.slots = deps.config, deps.redis, deps.wait_slots
@@ -293,8 +267,8 @@ class Models:
     scope = "actions:read"
     openapi_tag = "AIMG"
     openapi_query = {"get": [MODEL_IDS_QUERY]}
-    openapi_responses = _responses("get", {
-        "200": _success("Model objects", {"type": "array", "items": MODEL})})
+    openapi_responses = responses("get", {
+        "200": success("Model objects", {"type": "array", "items": MODEL})})
 
     def __init__(self, deps):
         self.models = deps.actions.models
@@ -312,8 +286,8 @@ class QueuesLength:
     scope = "actions:read"
     openapi_tag = "AIMG"
     openapi_query = {"get": [MODEL_IDS_QUERY]}
-    openapi_responses = _responses("get", {
-        "200": _success("One entry per model", {"type": "array", "items": QUEUE})})
+    openapi_responses = responses("get", {
+        "200": success("One entry per model", {"type": "array", "items": QUEUE})})
 
     def __init__(self, deps):
         self.models, self.config, self.redis = deps.actions.models, deps.config, deps.redis
@@ -334,8 +308,8 @@ class SamplePrompts:
     openapi_tag = "AIMG"
     openapi_query = {"get": [{"name": "randomOne", "in": "query", "required": False,
                               "schema": {"type": "boolean", "default": False}}]}
-    openapi_responses = _responses("get", {
-        "200": _success("Prompt objects", {"type": "array", "items": PROMPT})})
+    openapi_responses = responses("get", {
+        "200": success("Prompt objects", {"type": "array", "items": PROMPT})})
 
     def on_get(self, req, resp):
         given = req.get_param("randomOne")  # absent: false; present, it must say which

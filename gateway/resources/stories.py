@@ -11,41 +11,14 @@ from __future__ import annotations
 
 from gateway import metrics
 from gateway.envelope import ok
+from gateway.openapi_schemas import accepted_headers, responses, success, wait_query
 from gateway.resources.common import base_url, json_body, wait_for, wait_seconds
 from jobs import stories
 from jobs.models import Composition
 
 # --- OpenAPI (seed 001 objects inside the envelope) -----------------------------------------
-# The same response shapes as the AIMG routes (gateway/resources/aimg.py) use; kept here
-# because resources do not import one another.
-
-ERROR = {"description": "Error envelope (see error.code)",
-         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-LIMITED = {"description": "RATE_LIMITED; see Retry-After",
-           "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-RATE_HEADERS = {h: {"$ref": f"#/components/headers/{h}"} for h in (
-    "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "X-Request-ID")}
-ACCEPTED_HEADERS = {**RATE_HEADERS,
-                    "Location": {"description": "The task route to poll",
-                                 "schema": {"type": "string", "format": "uri"}},
-                    "Retry-After": {"description": "Seconds before polling again",
-                                    "schema": {"type": "integer"}}}
-WAIT_QUERY = {"name": "wait", "in": "query", "required": False,
-              "description": "Seconds to wait for the end (0-60; also Prefer: wait=N). "
-                             "Default 0: seed 001 clients poll the task route.",
-              "schema": {"type": "integer", "minimum": 0, "maximum": 60}}
-
-
-def _success(description, data_schema, headers=RATE_HEADERS) -> dict:
-    return {"description": description, "headers": headers,
-            "content": {"application/json": {"schema": {"allOf": [
-                {"$ref": "#/components/schemas/Success"},
-                {"type": "object", "properties": {"data": data_schema}}]}}}}
-
-
-def _responses(method, codes) -> dict:
-    return {method: {**codes, "429": LIMITED, "default": ERROR}}
+ACCEPTED_HEADERS = accepted_headers("The task route to poll")
+WAIT_QUERY = wait_query("seed 001 clients poll the task route")
 
 
 NULL_STR = {"type": ["string", "null"]}
@@ -130,10 +103,10 @@ class Video:
     openapi_tag = "Story videos"
     openapi_query = {"post": [WAIT_QUERY]}
     openapi_idempotent = True
-    openapi_responses = _responses("post", {
-        "200": _success("The task already ended", TASK),
-        "202": _success("Accepted: queued or running; poll GET /video/tasks/{task_id}", TASK,
-                        ACCEPTED_HEADERS)})
+    openapi_responses = responses("post", {
+        "200": success("The task already ended", TASK),
+        "202": success("Accepted: queued or running; poll GET /video/tasks/{task_id}", TASK,
+                       ACCEPTED_HEADERS)})
 
     def __init__(self, deps):
         self.deps = deps
@@ -152,7 +125,7 @@ class VideoTask:
 
     scope = "actions:read"
     openapi_tag = "Story videos"
-    openapi_responses = _responses("get", {"200": _success("The video task", VIDEO_TASK)})
+    openapi_responses = responses("get", {"200": success("The video task", VIDEO_TASK)})
 
     def on_get(self, req, resp, task_id):
         ok(req, resp, stories.video_task(req.context.caller.account_id, task_id))
@@ -165,7 +138,7 @@ class ImageTask:
 
     scope = "actions:read"
     openapi_tag = "Story videos"
-    openapi_responses = _responses("get", {"200": _success("The image task", IMAGE_TASK)})
+    openapi_responses = responses("get", {"200": success("The image task", IMAGE_TASK)})
 
     def on_get(self, req, resp, task_id):
         ok(req, resp, stories.image_task(req.context.caller.account_id, task_id))
@@ -185,10 +158,10 @@ class ImageRegenerate:
     openapi_tag = "Story videos"
     openapi_query = {"post": [WAIT_QUERY]}
     openapi_idempotent = True
-    openapi_responses = _responses("post", {
-        "200": _success("The regeneration already ended", REGENERATED),
-        "202": _success("Accepted; poll GET /images/tasks/{task_id}", REGENERATED,
-                        ACCEPTED_HEADERS)})
+    openapi_responses = responses("post", {
+        "200": success("The regeneration already ended", REGENERATED),
+        "202": success("Accepted; poll GET /images/tasks/{task_id}", REGENERATED,
+                       ACCEPTED_HEADERS)})
 
     def __init__(self, deps):
         self.deps = deps
