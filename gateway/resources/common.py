@@ -18,7 +18,7 @@ from core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from core.timefmt import iso
 from gateway.edge import strict_loads
 from gateway.envelope import ok
-from jobs import engine, events, views
+from jobs import engine, events, queries, views
 from jobs.content import library as lib
 from jobs.models import Composition
 
@@ -443,3 +443,19 @@ class EventStream:
             self._listener.close()
         if self._lease is not None:
             self._lease.release()
+
+
+def send_event_stream(resp, events_iter, listener, lease) -> None:
+    """Answer with ``events_iter`` as a ``text/event-stream`` body. The request's pooled
+    database connection goes back first: a stream lasts minutes and reads on short
+    connections of its own, so it must not hold one of the pool's for that long."""
+    stream = EventStream(events_iter, listener, lease)
+    try:
+        queries.release_connection()
+    except BaseException:
+        stream.close()
+        raise
+    resp.content_type = "text/event-stream"
+    resp.set_header("Cache-Control", "no-cache")
+    resp.set_header("X-Accel-Buffering", "no")  # proxies (nginx) must not buffer events
+    resp.stream = stream

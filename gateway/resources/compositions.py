@@ -17,11 +17,11 @@ from gateway.middleware import NONE
 from gateway.resources.common import (
     MAX_LIMIT,
     STATUSES,
-    EventStream,
     answer,
     composition_view,
     int_param,
     next_url,
+    send_event_stream,
     wait_for,
     wait_seconds,
 )
@@ -158,17 +158,8 @@ class CompositionEvents:
                 lease.release()
                 raise ServiceUnavailable(UNAVAILABLE_MESSAGE,
                                          retry_after=STREAM_RETRY_AFTER) from None
-        stream = EventStream(self._stream(req, caller.account_id, uid, listener, lease),
-                             listener, lease)
-        try:
-            queries.release_connection()  # the stream reads on short connections
-        except BaseException:
-            stream.close()
-            raise
-        resp.content_type = "text/event-stream"
-        resp.set_header("Cache-Control", "no-cache")
-        resp.set_header("X-Accel-Buffering", "no")
-        resp.stream = stream
+        send_event_stream(resp, self._stream(req, caller.account_id, uid, listener, lease),
+                          listener, lease)
 
     def _stream(self, req, account_id, uid, listener, lease):
         last = None

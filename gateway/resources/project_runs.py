@@ -21,17 +21,17 @@ from gateway import metrics
 from gateway.envelope import ok
 from gateway.resources.common import (
     PAGE_QUERY,
-    EventStream,
     base_url,
     int_schema,
     page_answer,
     page_params,
     parse_int,
     seed_params,
+    send_event_stream,
     wait_for,
     wait_seconds,
 )
-from jobs import events, queries
+from jobs import events
 from jobs.models import Composition
 from jobs.workflows import executor, projects, runs
 from metering import ledger
@@ -175,17 +175,8 @@ class _Runs:
             return None
 
     def _stream(self, resp, account_id, uid, after, listener, lease):
-        stream = EventStream(event_stream(account_id, uid, after, listener, lease),
-                             listener, lease)
-        try:
-            queries.release_connection()  # the stream reads on short connections
-        except BaseException:
-            stream.close()
-            raise
-        resp.content_type = "text/event-stream"
-        resp.set_header("Cache-Control", "no-cache")
-        resp.set_header("X-Accel-Buffering", "no")
-        resp.stream = stream
+        send_event_stream(resp, event_stream(account_id, uid, after, listener, lease),
+                          listener, lease)
 
 
 class RunEstimate(_Runs):
