@@ -196,12 +196,18 @@ def test_interrupted_patch_resumes_and_concurrent_patch_is_locked(gunicorn, clie
     thread = threading.Thread(target=first)
     thread.start()
     assert started.wait(10)
-    for _ in range(200):  # until the first PATCH holds the lock (its body is arriving)
+    # Until the first PATCH holds the lock (its body is arriving). The probe names an offset
+    # one past the upload's: while the lock is free it is 409 and appends nothing (a probe
+    # with the right offset would append its byte if it came before the first PATCH took
+    # the lock, and every later one would then be 409); while it is held, 423, since the
+    # lock is taken before the offset is compared.
+    for _ in range(200):
         second = requests.patch(url, data=b"x", timeout=10, headers={
-            **headers, "Upload-Offset": str(offset),
+            **headers, "Upload-Offset": str(offset + 1),
             "Content-Type": "application/offset+octet-stream"})
         if second.status_code == 423:
             break
+        assert second.status_code == 409, second.text
         threading.Event().wait(0.05)
     assert second.status_code == 423 and second.json()["error"]["code"] == "LOCKED"
     release.set()
