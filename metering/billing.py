@@ -342,7 +342,7 @@ def account_and_membership(account_id):
         'SELECT a.username, a.balance, m.account_id, m.plan_id, m.product_id, '
         'm.merchant_processor, m.tier, m.is_active, m.tier_expiration, m.cancelled_at '
         'FROM "account" a LEFT JOIN "membership" m ON m.account_id = a.id WHERE a.id = %s',
-        (account_id,))
+        (account_id,), prepared="gw_me")
     if row is None:
         raise NotFound("No such account")
     username, balance, member, plan_id, product_id, processor, tier, is_active, ends, \

@@ -7,7 +7,9 @@ is the embedded default. Both support ``UPDATE ... RETURNING``, which the debit 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
+import weakref
 from urllib.parse import unquote, urlparse
 
 from peewee import DatabaseProxy, SqliteDatabase, __exception_wrapper__
@@ -89,18 +91,69 @@ def is_sqlite() -> bool:
     return isinstance(database.obj, SqliteDatabase)
 
 
-def fetchone(sql: str, params=()):
+# Per connection, the names of the statements PREPAREd on it. A prepared statement lives
+# as long as its PostgreSQL session (a ROLLBACK keeps it), and a reconnect is a new
+# connection object, so the weak key follows the session exactly.
+_PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PREPARED_LOCK = threading.Lock()
+
+
+def _numbered(sql: str) -> str:
+    """``%s`` placeholders as PREPARE's ``$1, $2, ...``."""
+    parts = sql.split("%s")
+    return "".join(part + (f"${n}" if n < len(parts) else "")
+                   for n, part in enumerate(parts, 1))
+
+
+def execute_prepared(cursor, name: str, sql: str, params=()) -> None:
+    """Run ``sql`` on ``cursor`` as the prepared statement ``name`` (PostgreSQL), preparing
+    it on the first use on this connection.
+
+    Why: for the one-row statements on every request, PostgreSQL spends most of its time
+    parsing and planning, not running: measured on this machine, the ``/me`` statement
+    costs its backend ~70-95 us of CPU as plain text and ~26-31 us as ``EXECUTE``. ``name``
+    must be a fixed identifier and ``sql`` a constant (never built from input). The pool
+    holds its own sessions; a transaction-pooling proxy (pgbouncer) in between would need
+    this turned off."""
+    prepare(cursor, name, sql)
+    cursor.execute(execute_sql(name, len(params)), params)
+
+
+def prepare(cursor, name: str, sql: str) -> None:
+    """PREPARE ``sql`` (``%s`` placeholders) as ``name`` on the cursor's connection unless
+    it already is (see ``execute_prepared``)."""
+    conn = cursor.connection
+    names = _PREPARED.get(conn)
+    if names is None:
+        with _PREPARED_LOCK:
+            names = _PREPARED.setdefault(conn, set())
+    if name not in names:
+        cursor.execute(f"PREPARE {name} AS {_numbered(sql)}")
+        names.add(name)
+
+
+def execute_sql(name: str, count: int) -> str:
+    """``EXECUTE name(%s, ...)`` with ``count`` placeholders, for the driver to fill."""
+    return f"EXECUTE {name}({', '.join(['%s'] * count)})" if count else f"EXECUTE {name}"
+
+
+def fetchone(sql: str, params=(), *, prepared: str | None = None):
     """One row of a hand-written statement on this thread's connection, or None.
 
     For the few statements on every request (the balance, ``/me``): peewee spends several
     times longer building a query than PostgreSQL spends running it. ``sql`` uses ``%s``
-    placeholders and is portable SQL; on SQLite they become ``?``."""
-    if is_sqlite():
+    placeholders and is portable SQL; on SQLite they become ``?``. ``prepared``: on
+    PostgreSQL, run it as that prepared statement (``execute_prepared``)."""
+    sqlite = is_sqlite()
+    if sqlite:
         sql = sql.replace("%s", "?")
     with __exception_wrapper__:  # driver errors as peewee's, as every other query raises
         cursor = database.cursor()
         try:
-            cursor.execute(sql, params)
+            if prepared and not sqlite:
+                execute_prepared(cursor, prepared, sql, params)
+            else:
+                cursor.execute(sql, params)
             return cursor.fetchone()
         finally:
             cursor.close()

@@ -36,18 +36,34 @@ from peewee import __exception_wrapper__
 from core.clock import utcnow
 from core.errors import InsufficientCredits, NotFound, ServiceUnavailable
 from core.ids import new_id
-from metering.db import database
+from metering.db import database, execute_sql, prepare
 
 log = logging.getLogger(__name__)
 
-LOCK_SQL = (
-    'BEGIN; SELECT a.id, a.balance, a.low_credit_threshold, COALESCE(o.credits, 0) '
+# The statements of a batch, each PREPAREd once per connection (``metering.db.prepare``):
+# PostgreSQL's parse and plan cost more than running these one-row statements. The
+# update and insert are prepared per batch size, up to PREPARED_BATCH rows; a bigger
+# batch (rare: more debits at once than a process has threads) is sent as plain text.
+LOCK_SELECT = (
+    'SELECT a.id, a.balance, a.low_credit_threshold, COALESCE(o.credits, 0) '
     'FROM "account" a LEFT JOIN "owed_credits" o ON o.account_id = a.id '
     'WHERE a.id = ANY(%s) ORDER BY a.id FOR UPDATE OF a')
-UPDATE_SQL = ('UPDATE "account" AS a SET balance = v.balance FROM (VALUES {}) '
-              'AS v(id, balance) WHERE a.id = v.id;')
-INSERT_SQL = ('INSERT INTO "ledger_entry" (receipt, account_id, kind, amount, balance_after, '
-              'action, reason, request_id, created_at) VALUES {};')
+LOCK_NAME = "gw_debit_lock"
+UPDATE_ROW = "(%s::varchar, %s::bigint)"  # typed: VALUES would leave parameters as text
+INSERT_ROW = "(%s, %s, 'debit', %s, %s, %s, '', %s, %s)"
+PREPARED_BATCH = 16
+
+
+# Placeholders only: both are built from constants and a row count, never from values.
+def update_sql(rows: int) -> str:
+    values = ", ".join([UPDATE_ROW] * rows)
+    return f'UPDATE "account" AS a SET balance = v.balance FROM (VALUES {values}) AS v(id, balance) WHERE a.id = v.id'  # noqa: E501, S608
+
+
+def insert_sql(rows: int) -> str:
+    values = ", ".join([INSERT_ROW] * rows)
+    return ('INSERT INTO "ledger_entry" (receipt, account_id, kind, amount, balance_after, '  # noqa: S608
+            f"action, reason, request_id, created_at) VALUES {values}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +101,13 @@ class DebitBatcher:
         self._last_batch = 0  # size of the previous batch: debits are arriving together
         self.batches = 0  # counters for the benchmark and the tests
         self.debits = 0
+        self.largest = 0  # the largest batch written
+
+    @property
+    def waiting(self) -> int:
+        """Debits queued behind the batch being written."""
+        with self._lock:
+            return len(self._queue)
 
     def debit(self, account_id, credits: int, *, action, request_id=None) -> Debited:
         """Take ``credits`` (> 0) from the account, committed, or raise
@@ -125,6 +148,7 @@ class DebitBatcher:
                 self._last_batch = len(batch)
                 self.batches += 1
                 self.debits += len(batch)
+                self.largest = max(self.largest, len(batch))
                 following = self._queue[0] if self._queue else None
                 if following is not None:
                     following.lead = True
@@ -151,7 +175,9 @@ class DebitBatcher:
 
     @staticmethod
     def _transaction(cursor, batch):
-        cursor.execute(LOCK_SQL, (sorted({p.account_id for p in batch}),))
+        prepare(cursor, LOCK_NAME, LOCK_SELECT)
+        cursor.execute("BEGIN; " + execute_sql(LOCK_NAME, 1),
+                       (sorted({p.account_id for p in batch}),))
         accounts = {row[0]: [row[1], row[2], row[3]] for row in cursor.fetchall()}
         now = utcnow()
         balances, rows = {}, []
@@ -169,13 +195,19 @@ class DebitBatcher:
                 state[0] -= p.credits
                 balances[p.account_id] = state[0]
                 p.result = Debited(new_id("txn"), state[0], state[1])
-                rows.append(cursor.mogrify("(%s, %s, 'debit', %s, %s, %s, '', %s, %s)", (
-                    p.result.receipt, p.account_id, -p.credits, state[0], p.action,
-                    p.request_id, now)))
+                rows.append((p.result.receipt, p.account_id, -p.credits, state[0], p.action,
+                             p.request_id, now))
         if not rows:
             cursor.execute("ROLLBACK")
             return
-        values = b", ".join(cursor.mogrify("(%s, %s)", item) for item in balances.items())
-        cursor.execute(UPDATE_SQL.encode().replace(b"{}", values)
-                       + INSERT_SQL.encode().replace(b"{}", b", ".join(rows))
-                       + b" COMMIT")
+        params = [v for item in balances.items() for v in item] + \
+            [v for row in rows for v in row]
+        if len(rows) <= PREPARED_BATCH:  # balances has at most as many entries as rows
+            update, insert = f"gw_debit_update_{len(balances)}", f"gw_debit_insert_{len(rows)}"
+            prepare(cursor, update, update_sql(len(balances)))
+            prepare(cursor, insert, insert_sql(len(rows)))
+            sql = (f"{execute_sql(update, 2 * len(balances))}; "
+                   f"{execute_sql(insert, 7 * len(rows))}; COMMIT")
+        else:
+            sql = f"{update_sql(len(balances))}; {insert_sql(len(rows))}; COMMIT"
+        cursor.execute(sql, params)  # one round trip: update, insert, commit

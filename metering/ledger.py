@@ -183,7 +183,8 @@ def account_of(receipt) -> str:
 
 
 def balance(account_id) -> int:
-    row = fetchone('SELECT balance FROM "account" WHERE id = %s', (account_id,))
+    row = fetchone('SELECT balance FROM "account" WHERE id = %s', (account_id,),
+                   prepared="gw_balance")
     if row is None:
         raise NotFound("No such account")
     return row[0]

@@ -13,6 +13,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
+import psycopg2
 import pytest
 import requests
 from falcon.testing import TestClient
@@ -142,6 +143,67 @@ def test_grouped_debits_are_exact_each_with_its_own_receipt(app, client, make_ac
     debits = batcher.debits - before_debits
     assert debits == attempts  # every attempt went through the batcher ...
     assert batcher.batches - before_batches < debits  # ... sharing commits
+
+
+def test_a_batch_larger_than_the_prepared_sizes_is_exact_too(pg_url, make_account):
+    """Debits pile up behind a batch held on a row lock, so the next batch is larger than
+    ``PREPARED_BATCH`` (sent as plain SQL, not a prepared statement): over three accounts,
+    one too poor for all its debits, every debit is still exact, with its own receipt."""
+    from metering import db as dbmod
+    from metering.group_commit import PREPARED_BATCH, DebitBatcher
+
+    rich, poor, other = (make_account(credits=c)[0] for c in (100, 5, 100))
+    batcher = DebitBatcher(window_s=0.0002, max_batch=64)
+    results, errors = {}, {}
+
+    def debit(i, account_id):
+        try:
+            results[i] = batcher.debit(account_id, 1, action="echo", request_id=f"r{i}")
+        except Exception as exc:  # noqa: BLE001 - the refusals are what is checked
+            errors[i] = exc
+        finally:
+            dbmod.database.close()
+
+    blocker = psycopg2.connect(pg_url)
+    try:
+        with blocker.cursor() as cur:  # holds the rich account's row: the first batch waits
+            cur.execute('SELECT 1 FROM "account" WHERE id = %s FOR UPDATE', (rich,))
+        first = threading.Thread(target=debit, args=(0, rich))
+        first.start()
+        _until(lambda: _lock_waiters(blocker) == 1)
+        accounts = [rich, poor, other] * 13  # 39 more: the poor one can pay 5 of 13
+        rest = [threading.Thread(target=debit, args=(i, a)) for i, a in enumerate(accounts, 1)]
+        for t in rest:
+            t.start()
+        _until(lambda: batcher.waiting == len(rest))
+    finally:
+        blocker.rollback()  # the row lock goes; the two batches are written in turn
+        blocker.close()
+    for t in (first, *rest):
+        t.join(timeout=30)
+    assert batcher.largest == len(rest) > PREPARED_BATCH and batcher.batches == 2
+    assert len(results) == 1 + 13 + 5 + 13 and len(errors) == 8
+    assert {type(e).__name__ for e in errors.values()} == {"InsufficientCredits"}
+    assert len({r.receipt for r in results.values()}) == len(results)
+    for account_id, left in ((rich, 100 - 14), (poor, 0), (other, 100 - 13)):
+        assert ledger_sum(account_id) == (left, left)
+
+
+def _lock_waiters(conn) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()")
+        return cur.fetchone()[0]
+
+
+def _until(condition, timeout=20):
+    """Wait for a state of other threads or sessions (not a timing: polls the state)."""
+    pause = threading.Event()  # never set: wait(0.01) is a short pause between polls
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        pause.wait(0.01)
+    raise AssertionError("the state was not reached")
 
 
 def test_without_redis_a_cached_key_is_not_trusted(config, schema, client, make_account,
