@@ -184,9 +184,11 @@ def test_every_page_shows_the_accounts_own_data_and_others_ids_are_404(lclient, 
     theirs = lclient.simulate_post("/zapier/v1/echo-async", params={"wait": "0"},
                                    json={"message": "t"}, headers=bearer(other_key))
     assert mine.status_code == 202 and theirs.status_code == 202, mine.text
-    burst(lconfig, queues=("cpu",))
     uid = mine.json["data"]["composition"]["uid"]
     their_uid = theirs.json["data"]["composition"]["uid"]
+    queued = b.get(f"/console/compositions/{uid}").text  # no worker yet: it reloads itself
+    assert "queued" in queued and '<meta http-equiv="refresh" content="3">' in queued
+    burst(lconfig, queues=("cpu",))
     body, ctype = encode_multipart_formdata({"file": ("pic.png", png_bytes((200, 200)),
                                                       "image/png")})
     up = lclient.simulate_post("/upload", body=body,
@@ -214,6 +216,7 @@ def test_every_page_shows_the_accounts_own_data_and_others_ids_are_404(lclient, 
     assert uid in comps.text and their_uid not in comps.text
     comp = b.get(f"/console/compositions/{uid}")
     assert comp.status_code == 200 and "completed" in comp.text and f"/outputs/{uid}/" in comp.text
+    assert 'http-equiv="refresh"' not in comp.text  # ended: the page stays put
     assert b.get("/console/runs").status_code == 200
     content = b.get("/console/content")
     assert "pic.png" in content.text and f"/console/content/{content_id}/download" in content.text

@@ -30,6 +30,7 @@ from gateway.resources.common import base_url, ledger_view, send_content
 from jobs import engine, views
 from jobs import webhook_endpoints as we
 from jobs.content.models import ContentItem
+from jobs.models import Composition as CompositionRow
 from jobs.workflows import runs
 from metering import cursors, ledger, usage
 from oauth import keys, provider
@@ -446,6 +447,16 @@ class WebhookRedeliver(_WebhookAction):
 # --- compositions, project runs, the content library ---------------------------------------
 
 
+# Seconds between reloads of a composition or run page while it is queued or running:
+# the console has no script, so the page reloads itself (<meta http-equiv="refresh">)
+# until the work ends, then stays put.
+REFRESH_S = 3
+
+
+def _refresh(comp) -> int | None:
+    return None if comp.status in CompositionRow.FINAL else REFRESH_S
+
+
 class Compositions(Page):
     nav = "compositions"
 
@@ -467,9 +478,9 @@ class Composition(Page):
         self.serve(req, resp, self.show, uid)
 
     def show(self, req, resp, view, uid):
-        comp = views.composition_json(engine.get(view.account_id, uid),
-                                      base_url(req, self.deps.config))
-        self.render(resp, view, "composition.html", item=comp)
+        comp = engine.get(view.account_id, uid)
+        self.render(resp, view, "composition.html", refresh=_refresh(comp),
+                    item=views.composition_json(comp, base_url(req, self.deps.config)))
 
 
 class Runs(Page):
@@ -495,7 +506,7 @@ class Run(Page):
 
     def show(self, req, resp, view, run_id):
         comp, run, nodes = runs.get_run(view.account_id, run_id)
-        self.render(resp, view, "run.html",
+        self.render(resp, view, "run.html", refresh=_refresh(comp),
                     item=runs.run_json(comp, run, nodes, base_url(req, self.deps.config)))
 
 
