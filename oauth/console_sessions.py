@@ -48,7 +48,16 @@ class ConsoleSessions:
         return cls(redis, config.redis_prefix, config.console_session_ttl_s, clock)
 
     def key(self, session_id: str) -> str:
-        return f"{self.prefix}:console:session:{session_hash(session_id)}"
+        return self._key(session_hash(session_id))
+
+    def _key(self, digest: str) -> str:
+        return f"{self.prefix}:console:session:{digest}"
+
+    def index_key(self, account_id: str) -> str:
+        """The set of an account's session hashes (for listing and signing out
+        everywhere). It expires with the newest session; a member whose session expired
+        is dropped the next time the set is read."""
+        return f"{self.prefix}:console:account:{account_id}"
 
     def create(self, account_id: str, method: str) -> tuple[str, ConsoleSession]:
         """A new session; returns the cookie value (shown to the browser only) and it."""
@@ -56,9 +65,14 @@ class ConsoleSessions:
         now = self.clock.time()
         session = ConsoleSession(account_id=account_id, csrf=secrets.token_urlsafe(32),
                                  method=method, created=now, expires=now + self.ttl_s)
+        digest = session_hash(session_id)
         try:
-            self.redis.set(self.key(session_id), json.dumps(dataclasses.asdict(session)),
-                           ex=self.ttl_s)
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(self._key(digest), json.dumps(dataclasses.asdict(session)),
+                         ex=self.ttl_s)
+                pipe.sadd(self.index_key(account_id), digest)
+                pipe.expire(self.index_key(account_id), self.ttl_s)
+                pipe.execute()
         except Exception as exc:
             raise ServiceUnavailable("The session store is unavailable") from exc
         return session_id, session
@@ -71,23 +85,73 @@ class ConsoleSessions:
             raw = self.redis.get(self.key(session_id))
         except Exception as exc:
             raise ServiceUnavailable("The session store is unavailable") from exc
-        if not raw:
-            return None
-        try:
-            session = ConsoleSession(**json.loads(raw))
-        except (ValueError, TypeError):
-            return None
+        session = _parse(raw)
         # Redis expires the key too; the clock's own check covers a clock running ahead.
-        return session if self.clock.time() < session.expires else None
+        return session if session is not None and self.clock.time() < session.expires \
+            else None
 
-    def delete(self, session_id) -> None:
+    def delete(self, session_id, account_id: str | None = None) -> None:
+        """End one session (its account's index forgets it too when ``account_id`` is
+        given; otherwise the index drops it when next read)."""
         if isinstance(session_id, str) and session_id:
+            digest = session_hash(session_id)
             try:
-                self.redis.delete(self.key(session_id))
+                with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.delete(self._key(digest))
+                    if account_id:
+                        pipe.srem(self.index_key(account_id), digest)
+                    pipe.execute()
             except Exception as exc:
                 raise ServiceUnavailable("The session store is unavailable") from exc
+
+    def list_for(self, account_id: str) -> list[tuple[str, ConsoleSession]]:
+        """The account's live sessions as ``(hash, session)``, newest first. The hash
+        identifies a session on the page; it cannot be turned back into a cookie."""
+        try:
+            digests = sorted(d.decode() if isinstance(d, bytes) else d
+                             for d in self.redis.smembers(self.index_key(account_id)))
+            raws = self.redis.mget([self._key(d) for d in digests]) if digests else []
+        except Exception as exc:
+            raise ServiceUnavailable("The session store is unavailable") from exc
+        live, gone, now = [], [], self.clock.time()
+        for digest, raw in zip(digests, raws, strict=True):
+            session = _parse(raw)
+            if session is None or session.account_id != account_id or now >= session.expires:
+                gone.append(digest)
+            else:
+                live.append((digest, session))
+        if gone:
+            try:
+                self.redis.srem(self.index_key(account_id), *gone)
+            except Exception as exc:
+                raise ServiceUnavailable("The session store is unavailable") from exc
+        return sorted(live, key=lambda item: item[1].created, reverse=True)
+
+    def end_others(self, account_id: str, keep_session_id: str) -> int:
+        """Sign out every other session of the account (a lost laptop, a shared
+        computer); returns how many ended. The one making the request stays."""
+        keep = session_hash(keep_session_id)
+        others = [d for d, _ in self.list_for(account_id) if d != keep]
+        if others:
+            try:
+                with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.delete(*[self._key(d) for d in others])
+                    pipe.srem(self.index_key(account_id), *others)
+                    pipe.execute()
+            except Exception as exc:
+                raise ServiceUnavailable("The session store is unavailable") from exc
+        return len(others)
 
     @staticmethod
     def csrf_ok(session: ConsoleSession | None, token) -> bool:
         return session is not None and isinstance(token, str) and bool(token) and \
             hmac.compare_digest(session.csrf.encode(), token.encode())
+
+
+def _parse(raw) -> ConsoleSession | None:
+    if not raw:
+        return None
+    try:
+        return ConsoleSession(**json.loads(raw))
+    except (ValueError, TypeError):
+        return None

@@ -23,6 +23,7 @@ from urllib3 import encode_multipart_formdata
 
 from async_support import Receiver, burst, png_bytes
 from conftest import ADMIN, REDIS_BASE, bearer, make_app, start_gunicorn
+from core.clock import ManualClock
 from core.config import PaymentConfig
 from oauth.console_sessions import session_hash
 
@@ -108,8 +109,12 @@ def test_sign_in_cookie_flags_hashed_storage_and_sign_out(client, config):
     assert not cookie.secure  # plain http and no CONSOLE_COOKIE_SECURE
     sid = cookie.value
     assert len(sid) >= 40
-    keys = [k.decode() for k in store().scan_iter(f"{config.redis_prefix}:console:*")]
-    assert keys == [f"{config.redis_prefix}:console:session:{session_hash(sid)}"]
+    keys = sorted(k.decode() for k in store().scan_iter(f"{config.redis_prefix}:console:*"))
+    account_id = json.loads(store().get(keys[1]))["account_id"]
+    assert keys == [f"{config.redis_prefix}:console:account:{account_id}",
+                    f"{config.redis_prefix}:console:session:{session_hash(sid)}"]
+    assert store().smembers(keys[0]) == {session_hash(sid).encode()}  # the index: hashes
+    keys = keys[1:]
     assert sid not in keys[0] and sid.encode() not in store().get(keys[0])
     assert 0 < store().ttl(keys[0]) <= config.console_session_ttl_s
     dash = b.get("/dashboard")
@@ -129,6 +134,54 @@ def test_sign_in_cookie_flags_hashed_storage_and_sign_out(client, config):
     assert store().get(keys[0]) is None
     replay = client.simulate_get("/dashboard", cookies={"gw_console": sid})
     assert replay.status_code == 303 and "login" in replay.headers["location"]
+
+
+def test_sessions_page_lists_them_and_signs_out_all_the_others(client, config):
+    """Three browsers signed in as one person, one as someone else: the page lists the
+    three (this browser marked, no cookie value shown); ending the others kills their
+    cookies at once, keeps this one, and leaves the other account alone."""
+    _, _, username = account(client)
+    b1, b2, b3 = (Browser(client) for _ in range(3))
+    for b in (b1, b2, b3):
+        assert b.sign_in(username).status_code == 303
+    stranger, *_ = signed_in(client)
+    page = b1.get("/console/sessions")
+    assert page.status_code == 200 and page.text.count('class="session"') == 3
+    assert page.text.count('id="this-session"') == 1 and "password" in page.text
+    for b in (b1, b2, b3):
+        assert b.cookies["gw_console"] not in page.text
+
+    assert b1.post("/console/sessions", {}).status_code == 403  # no CSRF token: nothing ends
+    assert b2.get("/dashboard").status_code == 200
+    ended = b1.post("/console/sessions", {"csrf_token": b1.csrf("/console/sessions")})
+    assert ended.status_code == 200 and "2 other sessions signed out" in ended.text
+    assert ended.text.count('class="session"') == 1
+    for b in (b2, b3):
+        gone = b.get("/dashboard")
+        assert gone.status_code == 303 and "login" in gone.headers["location"]
+    assert b1.get("/dashboard").status_code == 200
+    assert stranger.get("/dashboard").status_code == 200
+    assert stranger.get("/console/sessions").text.count('class="session"') == 1
+
+    # a signed-out session leaves the list
+    assert b2.sign_in(username).status_code == 303
+    assert b2.post("/console/logout", {"csrf_token": b2.csrf()}).status_code == 303
+    assert b1.get("/console/sessions").text.count('class="session"') == 1
+
+
+def test_an_expired_session_leaves_the_list(config):
+    """The lifetime is the clock's (the injected one here), not only Redis's expiry."""
+    clock = ManualClock()
+    app = TestClient(make_app(config, clock=clock))
+    _, _, username = account(app)
+    old, new = Browser(app), Browser(app)
+    assert old.sign_in(username).status_code == 303
+    clock.advance(config.console_session_ttl_s - 60)
+    assert new.sign_in(username).status_code == 303
+    assert new.get("/console/sessions").text.count('class="session"') == 2
+    clock.advance(120)  # past the first session's end, inside the second's
+    assert new.get("/console/sessions").text.count('class="session"') == 1
+    assert old.get("/dashboard").status_code == 303
 
 
 def test_login_form_needs_its_csrf_token(client):

@@ -19,6 +19,7 @@ def routes(deps, login_guard) -> list[tuple[str, object]]:
         ("/console/login/{provider_name}", pages.SocialStart(console)),
         ("/console/social/return", pages.SocialReturn(console)),
         ("/console/logout", pages.Logout(console)),
+        ("/console/sessions", pages.Sessions(console)),
         ("/console/ledger", pages.Ledger(console)),
         ("/console/receipts/{txn_receipt}", pages.Receipt(console)),
         ("/console/keys", pages.Keys(console)),

@@ -35,6 +35,7 @@ from jobs.workflows import runs
 from metering import cursors, ledger, usage
 from oauth import keys, provider
 from oauth.accounts import authenticate_password, get_account
+from oauth.console_sessions import session_hash
 from oauth.social import SPECS, LoginRefused
 
 PAGE_SIZE = 25
@@ -111,7 +112,7 @@ class Login(Page):
             self._form(req, resp, view, 401, "Wrong username or password.", username)
             return
         if view.session_id:  # a new session id on every sign-in (no fixation)
-            self.console.sessions.delete(view.session_id)
+            self.console.sessions.delete(view.session_id, view.account_id)
         self.console.sign_in(req, resp, account, "password")
         self.console.clear_cookie(req, resp, LOGIN_COOKIE, path=LOGIN_PATH)
         redirect(resp, local_path(field(form, "next")) or HOME)
@@ -124,9 +125,34 @@ class Logout(Page):
         self.serve(req, resp, self.submit)
 
     def submit(self, req, resp, view):
-        self.console.sessions.delete(view.session_id)
+        self.console.sessions.delete(view.session_id, view.account_id)
         self.console.clear_cookie(req, resp, SESSION_COOKIE)
         redirect(resp, LOGIN_PATH)
+
+
+class Sessions(Page):
+    """The account's signed-in console sessions (how and when each signed in, until when
+    it lasts, which one is this browser), and signing out all the others at once."""
+
+    nav = "sessions"
+
+    def on_get(self, req, resp):
+        self.serve(req, resp, self.show)
+
+    def on_post(self, req, resp):
+        self.serve(req, resp, self.end_others)
+
+    def show(self, req, resp, view, ended=None):
+        this = session_hash(view.session_id)
+        rows = [{"id": digest[:12], "method": session.method, "current": digest == this,
+                 "created": iso(dt.datetime.fromtimestamp(session.created, dt.UTC)),
+                 "expires": iso(dt.datetime.fromtimestamp(session.expires, dt.UTC))}
+                for digest, session in self.console.sessions.list_for(view.account_id)]
+        self.render(resp, view, "sessions.html", sessions=rows, ended=ended)
+
+    def end_others(self, req, resp, view):
+        ended = self.console.sessions.end_others(view.account_id, view.session_id)
+        self.show(req, resp, view, ended=ended)
 
 
 def _bind(nonce: str) -> str:
@@ -191,7 +217,7 @@ class SocialReturn(Page):
         if account.disabled:
             raise Forbidden("This account is disabled")
         if view.session_id:
-            self.console.sessions.delete(view.session_id)
+            self.console.sessions.delete(view.session_id, view.account_id)
         self.console.sign_in(req, resp, account, grant["provider"])
         redirect(resp, HOME)
 

@@ -103,7 +103,7 @@ class Console:
             return View()
         account = Account.get_or_none(Account.id == session.account_id)
         if account is None or account.disabled:  # disabled since: the session ends
-            self.sessions.delete(session_id)
+            self.sessions.delete(session_id, session.account_id)
             return View()
         return View(session_id, session, account)
 
