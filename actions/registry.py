@@ -149,6 +149,10 @@ class Action:
     # run *before* the debit, which then joins a group commit (metering.group_commit)
     # instead of holding a transaction around ``perform``. Such an action sees no receipt.
     pure: bool = False
+    # async only: ``perform`` picks up where a run that lost its worker stopped (the stages
+    # it finished are in the database), so the reaper puts such a composition back on its
+    # queue (at most ``jobs.engine.MAX_RESUMES`` times) instead of failing and refunding it.
+    resumable: bool = False
 
     def json_schema(self) -> dict:
         props = {f.name: f.json_schema() for f in self.fields}

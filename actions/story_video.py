@@ -17,7 +17,7 @@ from __future__ import annotations
 from actions import generation_common as gen
 from actions.registry import Action, Field
 from actions.story import options, pipeline
-from actions.story.writer import Brief, split_scenes, writer_for
+from actions.story.writer import Brief, Written, split_scenes, writer_for
 from core.errors import InvalidRequest
 from core.ids import new_id
 from jobs.context import JobContext
@@ -69,8 +69,9 @@ def _stage(ctx, name):
     Story.update(stage=name, updated_at=ctx.now()).where(Story.uid == ctx.uid).execute()
 
 
-def perform(ctx: JobContext, data: dict) -> dict:
-    scenes, per_scene = options.DURATIONS[data["duration"]]
+def _write(ctx, data, scenes, per_scene):
+    """Write the story and split it into scene rows (one transaction): ``(written, texts,
+    rows)``."""
     _stage(ctx, "writing")
     written = writer_for(ctx.config).write(Brief(
         topic=data["story_topic"], custom_topic=data["custom_topic"],
@@ -81,26 +82,49 @@ def perform(ctx: JobContext, data: dict) -> dict:
     with write_transaction():
         Story.update(title=written.title, description=written.description,
                      text=written.text, updated_at=now).where(Story.uid == ctx.uid).execute()
+        StoryScene.delete().where(StoryScene.story == ctx.uid).execute()  # one split only
         rows = [StoryScene.create(
             id=new_id("img", 10), story=ctx.uid, account=ctx.account_id, position=n,
             text=text, prompt=pipeline.prompt_for(data["art_style"], text),
             seed=(data["seed"] + n) % (gen.SEED_MAX + 1), task_uid=ctx.uid, created_at=now,
             updated_at=now) for n, text in enumerate(texts)]
-    _stage(ctx, "images")
+    return written, texts, rows
+
+
+def perform(ctx: JobContext, data: dict) -> dict:
+    """Every stage, or (resumed after a lost worker, ``resumable``) the ones still to do:
+    a story already written is not written again, and a scene whose image is in the
+    content library is read back instead of generated again."""
+    scenes, per_scene = options.DURATIONS[data["duration"]]
+    story = Story.get_by_id(ctx.uid)
+    rows = list(StoryScene.select().where(StoryScene.story == ctx.uid)
+                .order_by(StoryScene.position))
+    if story.text and len(rows) == scenes:  # resumed: written and split before
+        written = Written(title=story.title, description=story.description, text=story.text)
+        texts = [row.text for row in rows]
+    else:
+        written, texts, rows = _write(ctx, data, scenes, per_scene)
+    done = [row.status == StoryScene.COMPLETED and row.content_id for row in rows]
+    if not all(done):  # (a run resumed at the narration has no image left to make)
+        _stage(ctx, "images")
     images, outputs = [], []
     span = STAGES["narration"] - STAGES["images"]
     for n, row in enumerate(rows):
-        StoryScene.update(status=StoryScene.RUNNING, updated_at=ctx.now()).where(
-            StoryScene.id == row.id).execute()
-        base = STAGES["images"] + span * n // scenes
-        image = pipeline.generate(ctx, data, row.prompt, row.seed,
-                                  gen.step_reporter(ctx, base, span // scenes))
-        saved = pipeline.save_image(ctx, f"scene-{n + 1:02d}.png", image)
-        StoryScene.update(status=StoryScene.COMPLETED, image_url=saved["url"],
-                          content_id=saved["contentId"], updated_at=ctx.now()).where(
-            StoryScene.id == row.id).execute()
+        if done[n]:  # made before a resume
+            image, url = pipeline.load_image(ctx, row), row.image_url
+        else:
+            StoryScene.update(status=StoryScene.RUNNING, updated_at=ctx.now()).where(
+                StoryScene.id == row.id).execute()
+            base = STAGES["images"] + span * n // scenes
+            image = pipeline.generate(ctx, data, row.prompt, row.seed,
+                                      gen.step_reporter(ctx, base, span // scenes))
+            saved = pipeline.save_image(ctx, f"scene-{n + 1:02d}.png", image)
+            url = saved["url"]
+            StoryScene.update(status=StoryScene.COMPLETED, image_url=url,
+                              content_id=saved["contentId"], updated_at=ctx.now()).where(
+                StoryScene.id == row.id).execute()
         images.append(image)
-        outputs.append({"type": "image", "format": "png", "url": saved["url"],
+        outputs.append({"type": "image", "format": "png", "url": url,
                         "width": image.width, "height": image.height, "imageId": row.id,
                         "scene": n + 1, "seed": row.seed})
     _stage(ctx, "narration")
@@ -148,4 +172,5 @@ ACTION = Action(
               help="Same seed and options -> the same story and images; absent: random."),
     ),
     perform=perform,
+    resumable=True,
 )

@@ -40,6 +40,9 @@ class JobContext:
         self._clock = rt.clock
         self._storage = rt.storage
         self._last_percent = None
+        # a resumed run (jobs.engine.MAX_RESUMES) reports from where the lost one got to:
+        # progress never goes back
+        self._floor = comp.progress or 0
         self._last_db = -CHECKPOINT_DB_S  # the first checkpoint reads and writes the row
         self.stopped = None  # in a batch: the JobCancelled/JobExpired that took it out
 
@@ -76,7 +79,7 @@ class JobContext:
         should the flag be lost) at most every ``CHECKPOINT_DB_S``; the row's progress is
         written at that pace too, while every change is published as an event.
         """
-        percent = max(0, min(99, int(percent)))
+        percent = max(self._floor, min(99, int(percent)))
         now = self._clock.monotonic()
         due = now - self._last_db >= CHECKPOINT_DB_S
         if self._cancel_flagged() or (due and self._cancel_recorded()):

@@ -42,6 +42,10 @@ Q, R = Composition.QUEUED, Composition.RUNNING
 # registration lapse WORKER_TTL + 60 s after the last one (a busy worker's lasts the
 # job's timeout + 60 s). Readiness (/health/ready) counts the workers inside that window.
 WORKER_TTL = 60
+# How often the reaper puts a resumable composition whose worker was lost back on its
+# queue before it fails it (WORKER_LOST, refunded) like any other: a job that kills its
+# worker every time (out of memory, say) must not loop until its ttl.
+MAX_RESUMES = 2
 WORKER_FRESH_S = WORKER_TTL + 60
 
 
@@ -309,8 +313,8 @@ def run_composition(uid: str) -> str:
         action = _batch_action(comp, rt)
         if action is not None:
             return _run_batch([comp, *_claim_companions(comp, action, rt)], action, rt)
-        events.publish(rt.redis, rt.config.redis_prefix, uid, R, 0)
-        stop = _start_heartbeat(uid, rt)
+        events.publish(rt.redis, rt.config.redis_prefix, uid, R, comp.progress)  # 0, or
+        stop = _start_heartbeat(uid, rt)  # where a resumed run had got to
         try:
             action = rt.registry.get(comp.action)
             result = action.perform(JobContext(comp, rt), json.loads(comp.input))
@@ -491,6 +495,9 @@ def reap(now=None) -> int:
             (Composition.status == R) & (Composition.heartbeat_at < lost_before)
             & Composition.action.not_in(DETACHED_ACTIONS))
         for comp in lost:
+            if _resume(comp.uid, rt, lost_before):
+                count += 1
+                continue
             if finish(comp.uid, Composition.FAILED, now=now, code="WORKER_LOST",
                       message="The worker running this composition stopped", from_states=(R,)):
                 count += 1
@@ -505,6 +512,36 @@ def reap(now=None) -> int:
                 after_end(comp.uid, rt)
         count += _requeue_lost(rt, now)
     return count
+
+
+def _resume(uid, rt, lost_before) -> bool:
+    """Put a lost composition of a resumable action back on its queue (running -> queued,
+    same job id, not charged again); False when it is not resumable, was resumed
+    ``MAX_RESUMES`` times already, or another reaper took it first."""
+    comp = Composition.get_or_none(Composition.uid == uid)
+    try:
+        resumable = comp is not None and rt.registry.get(comp.action).resumable
+    except NotFound:
+        resumable = False
+    if not resumable:
+        return False
+    # the count is kept in Redis (what may be lost): losing it allows a few more resumes,
+    # still bounded by the composition's ttl, after which the reaper fails it
+    key = f"{rt.config.redis_prefix}:resumes:{uid}"
+    resumes = rt.redis.incr(key)
+    rt.redis.expire(key, comp.ttl_s + 3600)
+    if resumes > MAX_RESUMES:
+        return False
+    moved = (Composition.update(status=Q, worker=None, heartbeat_at=None)
+             .where((Composition.uid == uid) & (Composition.status == R)
+                    & (Composition.heartbeat_at < lost_before)).execute())
+    if not moved:
+        return False
+    log.warning("composition %s lost its worker; queued again to resume (%d of %d)", uid,
+                resumes, MAX_RESUMES)
+    enqueue(rt.redis, rt.config, comp, at_front=True)
+    events.publish(rt.redis, rt.config.redis_prefix, uid, Q, comp.progress)
+    return True
 
 
 def _requeue_lost(rt, now) -> int:

@@ -7,7 +7,10 @@ access token."""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -18,6 +21,7 @@ import pytest
 
 from async_support import output_path, start_worker, stop_worker
 from conftest import ADMIN, bearer, ledger_sum
+from core.clock import utcnow
 
 pytestmark = pytest.mark.slow
 
@@ -202,6 +206,97 @@ def test_story_video_end_to_end_then_regenerate(gclient, gen_account, gworker, g
     assert output_path(gconfig, again["url"]).read_bytes() != first.read_bytes()
     check_video(gconfig, again)
     assert ledger_sum(account_id) == (200 - spent, 200 - spent)
+
+
+# --- a worker lost mid-way: the task resumes where it stopped ------------------------------
+
+LONG = {**BODY, "duration": "long", "seed": 777}  # 10 scenes: a wide window to stop in
+
+
+def kill_worker_mid_images(client, key, task_id, proc, timeout=180):
+    """Freeze the worker (SIGSTOP) once some but not all scene images are made, read what
+    it had made, then kill it (SIGKILL): a worker lost mid-way, at a known point."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = get(client, key, f"/video/tasks/{task_id}")
+        done = sum(i["status"] == "completed" for i in task["images"])
+        if task["status"] == "running" and 1 <= done < len(task["images"]):
+            os.killpg(proc.pid, signal.SIGSTOP)
+            frozen = get(client, key, f"/video/tasks/{task_id}")
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+            return frozen
+        assert task["status"] in ("queued", "running"), task
+        time.sleep(0.01)
+    raise AssertionError(f"{task_id} never had some of its images made")
+
+
+def reap_later(config):
+    """One reaper round as a worker runs it, at a time past three missed heartbeats."""
+    from gateway.services import install_worker_runtime
+    from jobs import engine
+
+    rt = install_worker_runtime(config)
+    return engine.reap(now=utcnow() + dt.timedelta(seconds=rt.heartbeat_s * 3 + 5))
+
+
+def test_a_lost_worker_is_resumed_from_the_scenes_it_made(gclient, gen_account, gconfig):
+    account_id, key = gen_account(500)
+    resp = gclient.simulate_post("/video", json=LONG, headers=bearer(key))
+    assert resp.status_code == 202, resp.text
+    task_id, price = resp.json["data"]["task_id"], resp.json["meta"]["creditsUsed"]
+    proc = start_worker(gconfig, queues="gpu", MODELS_FILE=gconfig.models_file)
+    try:
+        frozen = kill_worker_mid_images(gclient, key, task_id, proc)
+    finally:
+        stop_worker(proc)
+    made = {i["id"]: i["urls"] for i in frozen["images"] if i["status"] == "completed"}
+    assert 1 <= len(made) < 10
+
+    assert reap_later(gconfig) >= 1
+    queued = get(gclient, key, f"/video/tasks/{task_id}")
+    assert queued["status"] == "queued" and queued["progress"] >= frozen["progress"] > 0
+    assert ledger_sum(account_id) == (500 - price, 500 - price)  # not refunded
+
+    proc = start_worker(gconfig, queues="gpu", MODELS_FILE=gconfig.models_file)
+    try:
+        task, seen = wait_task(gclient, key, f"/video/tasks/{task_id}")
+    finally:
+        stop_worker(proc)
+    assert task["status"] == "completed" and task["error_message"] is None, task
+    assert [p for _, p, _ in seen] == sorted(p for _, p, _ in seen)  # never went back
+    # the story was not written again, and the images made before were not made again
+    assert (task["story_title"], task["story_text"]) == (frozen["story_title"],
+                                                         frozen["story_text"])
+    for image in task["images"]:
+        assert image["status"] == "completed" and len(image["urls"]) == 1
+        if image["id"] in made:
+            assert image["urls"] == made[image["id"]]
+    check_video(gconfig, task)
+    assert ledger_sum(account_id) == (500 - price, 500 - price)  # charged once, kept
+
+
+def test_a_task_that_keeps_losing_its_worker_fails_refunded(gclient, gen_account, gconfig):
+    """After ``MAX_RESUMES`` resumes the next lost worker fails the task, refunded once."""
+    from jobs.engine import MAX_RESUMES
+
+    account_id, key = gen_account(500)
+    resp = gclient.simulate_post("/video", json={**LONG, "seed": 778}, headers=bearer(key))
+    assert resp.status_code == 202, resp.text
+    task_id = resp.json["data"]["task_id"]
+    for lost in range(MAX_RESUMES + 1):
+        proc = start_worker(gconfig, queues="gpu", MODELS_FILE=gconfig.models_file)
+        try:
+            kill_worker_mid_images(gclient, key, task_id, proc)
+        finally:
+            stop_worker(proc)
+        assert reap_later(gconfig) >= 1
+        task = get(gclient, key, f"/video/tasks/{task_id}")
+        if lost < MAX_RESUMES:
+            assert task["status"] == "queued", task
+    assert task["status"] == "failed" and "worker" in task["error_message"].lower(), task
+    assert task["refundReceipt"]
+    assert ledger_sum(account_id) == (500, 500)
 
 
 BAD = [
