@@ -528,15 +528,15 @@ def _resume(uid, rt, lost_before) -> bool:
     # the count is kept in Redis (what may be lost): losing it allows a few more resumes,
     # still bounded by the composition's ttl, after which the reaper fails it
     key = f"{rt.config.redis_prefix}:resumes:{uid}"
-    resumes = rt.redis.incr(key)
-    rt.redis.expire(key, comp.ttl_s + 3600)
-    if resumes > MAX_RESUMES:
+    if int(rt.redis.get(key) or 0) >= MAX_RESUMES:
         return False
     moved = (Composition.update(status=Q, worker=None, heartbeat_at=None)
              .where((Composition.uid == uid) & (Composition.status == R)
                     & (Composition.heartbeat_at < lost_before)).execute())
-    if not moved:
+    if not moved:  # another reaper took it: only the one that moved it counts the resume
         return False
+    resumes = rt.redis.incr(key)
+    rt.redis.expire(key, comp.ttl_s + 3600)
     log.warning("composition %s lost its worker; queued again to resume (%d of %d)", uid,
                 resumes, MAX_RESUMES)
     enqueue(rt.redis, rt.config, comp, at_front=True)
