@@ -82,7 +82,6 @@ def _write(ctx, data, scenes, per_scene):
     with write_transaction():
         Story.update(title=written.title, description=written.description,
                      text=written.text, updated_at=now).where(Story.uid == ctx.uid).execute()
-        StoryScene.delete().where(StoryScene.story == ctx.uid).execute()  # one split only
         rows = [StoryScene.create(
             id=new_id("img", 10), story=ctx.uid, account=ctx.account_id, position=n,
             text=text, prompt=pipeline.prompt_for(data["art_style"], text),
@@ -104,7 +103,7 @@ def perform(ctx: JobContext, data: dict) -> dict:
         texts = [row.text for row in rows]
     else:
         written, texts, rows = _write(ctx, data, scenes, per_scene)
-    done = [row.status == StoryScene.COMPLETED and row.content_id for row in rows]
+    done = [row.status == StoryScene.COMPLETED and bool(row.content_id) for row in rows]
     if not all(done):  # (a run resumed at the narration has no image left to make)
         _stage(ctx, "images")
     images, outputs = [], []

@@ -113,8 +113,8 @@ def execute_prepared(cursor, name: str, sql: str, params=()) -> None:
     parsing and planning, not running: measured on this machine, the ``/me`` statement
     costs its backend ~70-95 us of CPU as plain text and ~26-31 us as ``EXECUTE``. ``name``
     must be a fixed identifier and ``sql`` a constant (never built from input). The pool
-    holds its own sessions; a transaction-pooling proxy (pgbouncer) in between would need
-    this turned off."""
+    holds its own sessions, so no transaction-pooling proxy (pgbouncer in ``transaction``
+    mode) may sit in between (docs/ARCHITECTURE.md, "Prepared statements")."""
     prepare(cursor, name, sql)
     cursor.execute(execute_sql(name, len(params)), params)
 

@@ -9,6 +9,7 @@ is compared with ``hmac.compare_digest``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -66,53 +67,41 @@ class ConsoleSessions:
         session = ConsoleSession(account_id=account_id, csrf=secrets.token_urlsafe(32),
                                  method=method, created=now, expires=now + self.ttl_s)
         digest = session_hash(session_id)
-        try:
-            with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(self._key(digest), json.dumps(dataclasses.asdict(session)),
-                         ex=self.ttl_s)
-                pipe.sadd(self.index_key(account_id), digest)
-                pipe.expire(self.index_key(account_id), self.ttl_s)
-                pipe.execute()
-        except Exception as exc:
-            raise ServiceUnavailable("The session store is unavailable") from exc
+        with _store(), self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._key(digest), json.dumps(dataclasses.asdict(session)),
+                     ex=self.ttl_s)
+            pipe.sadd(self.index_key(account_id), digest)
+            pipe.expire(self.index_key(account_id), self.ttl_s)
+            pipe.execute()
         return session_id, session
 
     def get(self, session_id) -> ConsoleSession | None:
         """The live session of a cookie value, or None (unknown, malformed or expired)."""
         if not isinstance(session_id, str) or not 32 <= len(session_id) <= 128:
             return None
-        try:
+        with _store():
             raw = self.redis.get(self.key(session_id))
-        except Exception as exc:
-            raise ServiceUnavailable("The session store is unavailable") from exc
         session = _parse(raw)
         # Redis expires the key too; the clock's own check covers a clock running ahead.
         return session if session is not None and self.clock.time() < session.expires \
             else None
 
-    def delete(self, session_id, account_id: str | None = None) -> None:
-        """End one session (its account's index forgets it too when ``account_id`` is
-        given; otherwise the index drops it when next read)."""
+    def delete(self, session_id, account_id: str) -> None:
+        """End one session of ``account_id`` (its index forgets it too)."""
         if isinstance(session_id, str) and session_id:
             digest = session_hash(session_id)
-            try:
-                with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.delete(self._key(digest))
-                    if account_id:
-                        pipe.srem(self.index_key(account_id), digest)
-                    pipe.execute()
-            except Exception as exc:
-                raise ServiceUnavailable("The session store is unavailable") from exc
+            with _store(), self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self._key(digest))
+                pipe.srem(self.index_key(account_id), digest)
+                pipe.execute()
 
     def list_for(self, account_id: str) -> list[tuple[str, ConsoleSession]]:
         """The account's live sessions as ``(hash, session)``, newest first. The hash
         identifies a session on the page; it cannot be turned back into a cookie."""
-        try:
-            digests = sorted(d.decode() if isinstance(d, bytes) else d
-                             for d in self.redis.smembers(self.index_key(account_id)))
+        with _store():
+            digests = [d.decode() if isinstance(d, bytes) else d
+                       for d in self.redis.smembers(self.index_key(account_id))]
             raws = self.redis.mget([self._key(d) for d in digests]) if digests else []
-        except Exception as exc:
-            raise ServiceUnavailable("The session store is unavailable") from exc
         live, gone, now = [], [], self.clock.time()
         for digest, raw in zip(digests, raws, strict=True):
             session = _parse(raw)
@@ -121,10 +110,8 @@ class ConsoleSessions:
             else:
                 live.append((digest, session))
         if gone:
-            try:
+            with _store():
                 self.redis.srem(self.index_key(account_id), *gone)
-            except Exception as exc:
-                raise ServiceUnavailable("The session store is unavailable") from exc
         return sorted(live, key=lambda item: item[1].created, reverse=True)
 
     def end_others(self, account_id: str, keep_session_id: str) -> int:
@@ -133,19 +120,25 @@ class ConsoleSessions:
         keep = session_hash(keep_session_id)
         others = [d for d, _ in self.list_for(account_id) if d != keep]
         if others:
-            try:
-                with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.delete(*[self._key(d) for d in others])
-                    pipe.srem(self.index_key(account_id), *others)
-                    pipe.execute()
-            except Exception as exc:
-                raise ServiceUnavailable("The session store is unavailable") from exc
+            with _store(), self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(*[self._key(d) for d in others])
+                pipe.srem(self.index_key(account_id), *others)
+                pipe.execute()
         return len(others)
 
     @staticmethod
     def csrf_ok(session: ConsoleSession | None, token) -> bool:
         return session is not None and isinstance(token, str) and bool(token) and \
             hmac.compare_digest(session.csrf.encode(), token.encode())
+
+
+@contextlib.contextmanager
+def _store():
+    """Any failure of Redis, the session store: 503 (sessions cannot fail open)."""
+    try:
+        yield
+    except Exception as exc:
+        raise ServiceUnavailable("The session store is unavailable") from exc
 
 
 def _parse(raw) -> ConsoleSession | None:
