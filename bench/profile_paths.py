@@ -1,12 +1,15 @@
 """Where a request's CPU goes, per path: the gateway's WSGI app called in-process.
 
 Run from the repository root: ``.venv/bin/python bench/profile_paths.py [--requests 2000]
-[--profile free|paid|me|bare] [--top 25]``. Without ``--profile`` it prints, for each path,
-the wall and CPU microseconds per request of the app alone (no HTTP server, no network
-stack), the SQL statements and Redis commands one request sends, and the CPU that
-PostgreSQL and Redis spent per request (read from ``/proc`` for their processes on this
-machine). With ``--profile PATH`` it also runs cProfile over that path and prints the top
-functions by cumulative time. See bench/README.md ("Profile per path").
+[--profile free|paid|me|bare] [--top 25] [--cpu] [--callers REGEX]``. Without
+``--profile`` it prints, for each path, the wall and CPU microseconds per request of the
+app alone (no HTTP server, no network stack), the SQL statements and Redis commands one
+request sends, and the CPU that PostgreSQL and Redis spent per request (read from
+``/proc`` for their processes on this machine). With ``--profile PATH`` it also runs
+cProfile over that path and prints the top functions by cumulative and by own time
+(``--cpu``: on the thread's CPU clock, so time spent waiting on PostgreSQL or Redis is left
+out; ``--callers``: who calls the functions matching REGEX). See bench/README.md
+("Profile per path").
 
 Like bench/run.py it creates its own database and Redis prefix and removes them after.
 """
@@ -126,6 +129,11 @@ def main(argv=None):
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--profile", choices=sorted(PATHS))
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--cpu", action="store_true",
+                   help="profile with the thread's CPU clock (time waiting on PostgreSQL or "
+                        "Redis is left out) instead of the wall clock")
+    p.add_argument("--callers", metavar="REGEX",
+                   help="with --profile: also print who calls the functions matching REGEX")
     p.add_argument("--count", action="store_true",
                    help="count SQL statements and Redis commands per request (slower)")
     args = p.parse_args(argv)
@@ -189,7 +197,7 @@ def main(argv=None):
         if args.profile:
             method, path, body = PATHS[args.profile]
             target = apps.get(args.profile, app)
-            prof = cProfile.Profile()
+            prof = cProfile.Profile(time.thread_time) if args.cpu else cProfile.Profile()
             prof.enable()
             for _ in range(args.requests):
                 call(target, method, path, body, key)
@@ -200,6 +208,10 @@ def main(argv=None):
             s = io.StringIO()
             pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(args.top)
             print(s.getvalue())
+            if args.callers:
+                s = io.StringIO()
+                pstats.Stats(prof, stream=s).print_callers(args.callers)
+                print(s.getvalue())
         if hasattr(dbmod.database.obj, "close_all"):
             dbmod.database.obj.close_all()
     finally:

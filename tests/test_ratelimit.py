@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 
 from conftest import ADMIN, bearer, ledger_sum, make_app
 from core.clock import ManualClock
-from metering.ratelimit import BREAKER_SECONDS, PerDay, PerMinute
+from metering.ratelimit import BREAKER_SECONDS, GateCall, PerDay, PerMinute
 
 ME = "/zapier/v1/me"
 
@@ -318,6 +318,40 @@ def test_fails_open_when_redis_hangs_and_stops_asking(config, schema, make_accou
     clock.advance(BREAKER_SECONDS + 1)
     assert client.simulate_get(ME, headers=bearer(key)).status_code == 200
     assert len(held) > reached
+
+
+def test_a_restarted_redis_is_reconnected_without_failing_open(config, schema, make_account,
+                                                              own_redis):
+    """The gate keeps one Redis connection per thread: after Redis restarts (every script
+    and counter lost, the old socket closed) the next request reconnects, loads the script
+    again and is counted, instead of failing open."""
+    client = TestClient(make_app(config.replace(redis_url=own_redis.url)))
+    account_id, key = make_account(credits=5)
+    assert _headers(client.simulate_get(ME, headers=bearer(key)))[1] >= 0
+
+    own_redis.kill()
+    own_redis.start()  # same port, empty
+    before = _fail_open_count()
+    first = client.simulate_get(ME, headers=bearer(key))
+    assert first.status_code == 200, first.text
+    limit, remaining, _ = _headers(first)  # counted: a decision came back
+    assert remaining == limit - 1  # the first request of the restarted Redis's windows
+    second = client.simulate_get(ME, headers=bearer(key))
+    assert _headers(second)[1] == remaining - 1
+    assert _fail_open_count() == before
+    assert own_redis.client().script_exists(GateCall(own_redis.client()).sha) == [True]
+
+
+def test_a_flushed_script_is_loaded_again(config, schema, make_account, own_redis):
+    client = TestClient(make_app(config.replace(redis_url=own_redis.url)))
+    _, key = make_account(credits=5)
+    _, remaining, _ = _headers(client.simulate_get(ME, headers=bearer(key)))
+    own_redis.client().script_flush()
+    before = _fail_open_count()
+    resp = client.simulate_get(ME, headers=bearer(key))
+    assert resp.status_code == 200, resp.text
+    assert _headers(resp)[1] == remaining - 1  # counted once, not twice, not skipped
+    assert _fail_open_count() == before
 
 
 def test_retry_after_is_whole_seconds_until_reset(client, make_account):
