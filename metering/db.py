@@ -51,6 +51,56 @@ class GatewayPool(PooledPostgresqlDatabase):
         return super()._close(conn, close_conn)
 
 
+# Request connections kept by their thread between requests (``keep_request_connections``).
+# Why: under load, checking a connection out of peewee's pool and back in on every request
+# (two process-wide locks each way, the heap, the pool's bookkeeping) cost the web tier
+# ~6-8% of its throughput on ``/me`` (bench/README.md, "Kept connections").
+_KEEP = False
+_kept = threading.local()  # ``at``: when this thread's kept connection was last handed back
+# Connections a worker process needs besides its request threads' (a CLI, a readiness probe
+# opened outside a request): kept connections never take the pool's last ones.
+POOL_HEADROOM = 4
+
+
+def keep_request_connections(threads: int, pool_size: int) -> bool:
+    """Let each request thread keep its pooled connection between requests, when the
+    process's threads are a fixed set (gunicorn's gthread pool: ``gunicorn_conf``) and
+    they cannot hold the pool's every connection between them. Returns whether it is on.
+
+    A thread that never ends holds at most one connection, so a kept connection is never
+    lost; a thread that did end would hold its connection from the pool for good, so this
+    is only for servers whose request threads live as long as the process."""
+    global _KEEP
+    _KEEP = isinstance(database.obj, GatewayPool) and threads + POOL_HEADROOM <= pool_size
+    return _KEEP
+
+
+def checkout() -> None:
+    """Open this request's connection: the thread's kept one when it was handed back moments
+    ago (PING_AFTER_IDLE_S, as the pool would trust it), else one from the pool (which
+    pings one that sat idle). Without kept connections, the thread's open one is reused."""
+    if _KEEP and not database.is_closed() and not database.in_transaction() \
+            and time.monotonic() - getattr(_kept, "at", 0.0) > PING_AFTER_IDLE_S:
+        database.close()  # idle too long: back to the pool, which checks it on checkout
+    database.connect(reuse_if_open=True)
+
+
+def checkin(healthy: bool) -> None:
+    """End this request's use of its connection: never mid-transaction; kept by the thread
+    (``keep_request_connections``) when the request ended without a server error and the
+    session is idle, else handed back to the pool, which drops one that broke."""
+    if database.is_closed():
+        return
+    if database.in_transaction():
+        database.rollback()
+    if _KEEP and healthy:
+        conn = database.connection()
+        if not conn.closed and conn.info.transaction_status == 0:  # TRANSACTION_STATUS_IDLE
+            _kept.at = time.monotonic()
+            return
+    database.close()
+
+
 def make_database(url: str, pool_size: int = 20):
     """Build (but do not open) a peewee database for a ``postgresql://`` or ``sqlite:///`` URL."""
     parsed = urlparse(url)
