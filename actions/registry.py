@@ -172,16 +172,16 @@ class Action:
         """The input with defaults applied, or ``InvalidRequest`` listing every problem."""
         if not isinstance(body, dict):
             raise InvalidRequest("The request body must be a JSON object")
-        check_schema(self.json_schema(), body, self._validator)
+        check_schema(None, body, self._validator)
         data = {f.name: f.default for f in self.fields if f.default is not None}
         data.update({k: v for k, v in body.items() if k not in COMMON_FIELDS})
         return data
 
 
-def check_schema(schema: dict, body, validator=None) -> None:
+def check_schema(schema: dict | None, body, validator=None) -> None:
     """``InvalidRequest`` listing every way ``body`` breaks the JSON Schema ``schema``: the
     one validator for action inputs and for every body a route documents (``validator``:
-    one already built for ``schema``)."""
+    one already built for ``schema``, which may then be None)."""
     validator = validator or Draft202012Validator(schema)
     if validator.is_valid(body):
         return

@@ -253,3 +253,66 @@ def test_a_redis_that_lost_its_counters_does_not_revive_a_stale_cache(
     resp = local.simulate_get(ME, headers=bearer(other["apiKey"]))
     assert resp.status_code == 401, resp.text
     assert resp.json["error"]["code"] == "AUTH_FAILED"
+
+
+# --- kept connections (metering.db.keep_request_connections) --------------------------
+
+def _sessions(database_url, sql, app_name):
+    """``sql`` over pg_stat_activity's sessions named ``app_name``, on a connection of its own."""
+    conn = psycopg2.connect(database_url)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql + " FROM pg_stat_activity WHERE application_name = %s",
+                        (app_name,))
+            return [value for (value,) in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def test_kept_connections_recover_when_postgresql_drops_them(config, schema, make_account):
+    """Under gunicorn each request thread keeps its connection: at most one per thread is
+    open, and when PostgreSQL drops them all (a restart, a failover) a thread answers at
+    most one 503 SERVICE_UNAVAILABLE on its dead connection, then serves again."""
+    from conftest import start_gunicorn
+
+    app_name = "gw-kept-" + uuid.uuid4().hex[:8]  # libpq's PGAPPNAME names its sessions
+    proc, url = start_gunicorn(config, workers=1, threads=2,
+                               extra_env={"PGAPPNAME": app_name})
+    try:
+        _, key = make_account(credits=5)
+        statuses = _fan_out(lambda _: requests.get(url + ME, headers=bearer(key),
+                                                   timeout=30).status_code, 40, threads=4)
+        assert statuses == [200] * 40
+        kept = _sessions(config.database_url, "SELECT pid", app_name)
+        assert 1 <= len(kept) <= 2  # two request threads: never more than two sessions
+
+        assert all(_sessions(config.database_url, "SELECT pg_terminate_backend(pid)",
+                             app_name))
+        answers = [requests.get(url + ME, headers=bearer(key), timeout=30) for _ in range(12)]
+        failed = [r for r in answers if r.status_code != 200]
+        assert len(failed) <= 2, [r.status_code for r in answers]
+        for resp in failed:
+            assert resp.status_code == 503, resp.text
+            assert resp.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+            assert resp.headers["Retry-After"].isdigit()
+        assert [r.status_code for r in answers[-6:]] == [200] * 6
+        assert answers[-1].json()["data"]["balance"] == 5  # /me read the database again
+        now = _sessions(config.database_url, "SELECT pid", app_name)
+        assert 1 <= len(now) <= 2 and not set(now) & set(kept)  # new sessions, as many
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_connections_are_kept_only_where_the_pool_has_room(config, schema):
+    """Kept connections are for a fixed set of request threads that leave the pool
+    headroom; a process whose threads could hold the whole pool hands them back."""
+    from metering import db
+
+    try:
+        assert db.keep_request_connections(8, 8 + db.POOL_HEADROOM) is True
+        assert db.keep_request_connections(8, 8 + db.POOL_HEADROOM - 1) is False
+    finally:
+        db.keep_request_connections(1 << 30, 1)  # this test process keeps none
+    assert db._KEEP is False
