@@ -25,6 +25,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -422,6 +423,21 @@ def ratio(a, b):
     return a / b if b else float("nan")
 
 
+def combine(runs: list[dict]) -> dict:
+    """One scenario's rounds as one result: medians of the rates, latencies, CPU and
+    ratios (``rps_a`` each taken in its own round), sums of the counts, and every round's
+    ratio in ``rounds_rps_a``."""
+    med = statistics.median
+    out = {"rps": med(r["rps"] for r in runs), "p50_ms": med(r["p50_ms"] for r in runs),
+           "p99_ms": med(r["p99_ms"] for r in runs), "rps_a": med(r["rps_a"] for r in runs),
+           "rounds_rps_a": [r["rps_a"] for r in runs],
+           "cpu_us": {k: med(r["cpu_us"][k] for r in runs) for k in runs[0]["cpu_us"]}}
+    for count in ("requests", "errors", "ok", "debit_rows"):
+        if count in runs[0]:
+            out[count] = sum(r[count] for r in runs)
+    return out
+
+
 def print_table(results, info, args, generator, check, loads):
     names = [("a", "bare Falcon route"), ("me", "GET /zapier/v1/me (auth test)"),
              ("b", "estimate-cost (auth+rate limit, free)"),
@@ -429,7 +445,8 @@ def print_table(results, info, args, generator, check, loads):
              ("hot", "echo, ONE hot account"), ("many", f"echo, {args.accounts} accounts")]
     a = results["a"]
     print()
-    print(f"== results: {args.duration:g}s per run, concurrency {args.concurrency}, "
+    print(f"== results: median of {args.rounds} round(s) of {args.duration:g}s per run "
+          f"(ratios to the bare run of the same round), concurrency {args.concurrency}, "
           f"gunicorn gthread {args.workers} workers x {args.threads} threads, "
           f"load generator {generator}")
     print(f"{'run':<5} {'scenario':<40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
@@ -441,14 +458,18 @@ def print_table(results, info, args, generator, check, loads):
             continue
         cpu = r.get("cpu_us", {})
         print(f"{key:<5} {label:<40} {r['rps']:>9.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-              f"{r['errors']:>7d} {ratio(r['rps'], a['rps']):>6.3f} "
+              f"{r['errors']:>7d} {r['rps_a']:>6.3f} "
               f"{ratio(r['p50_ms'], a['p50_ms']):>6.1f} {ratio(r['p99_ms'], a['p99_ms']):>6.1f} "
               f"{cpu.get('server', 0):>19.0f} {cpu.get('postgres', 0):>5.0f} "
               f"{cpu.get('redis', 0):>5.0f}")
+    if args.rounds > 1:
+        print("rps/a per round: " + "; ".join(
+            f"{k} " + " ".join(f"{x:.3f}" for x in results[k]["rounds_rps_a"])
+            for k, _ in names[1:] if k in results))
     goals = [("me", 0.50), ("b", 0.45), ("c", 0.30)]
     print("goals (rps/a): " + ", ".join(
-        f"{k} {ratio(results[k]['rps'], a['rps']):.3f} >= {g} "
-        f"{'met' if ratio(results[k]['rps'], a['rps']) >= g else 'NOT met'}"
+        f"{k} {results[k]['rps_a']:.3f} >= {g} "
+        f"{'met' if results[k]['rps_a'] >= g else 'NOT met'}"
         for k, g in goals if k in results))
     open_loop = results.get("open_loop")
     if open_loop:
@@ -470,8 +491,9 @@ def print_table(results, info, args, generator, check, loads):
     print(f"ledger invariant (hot account): balance {check['balance']} == sum of ledger rows "
           f"{check['ledger_sum']} -> {verdict}; accounts with balance != ledger sum: "
           f"{check['accounts_mismatched']}")
-    print(f"hot run: {hot['debit_rows']} debit rows written for {hot['ok']} answered 200 "
-          f"(up to {args.concurrency} more rows expected: requests in flight at the stop)")
+    print(f"hot runs: {hot['debit_rows']} debit rows written for {hot['ok']} answered 200 "
+          f"(up to {args.concurrency} more per round expected: requests in flight at the "
+          "stop)")
     print(f"machine: nproc {info['nproc']}, CPU {info['cpu']}, Python {info['python']}, "
           f"PostgreSQL {info['postgresql']}, Redis {info['redis']}, kernel {info['kernel']}")
     print(f"load average before {loads[0]}, after {loads[1]} (other work on the machine "
@@ -482,7 +504,9 @@ def print_table(results, info, args, generator, check, loads):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--duration", type=float, default=10, help="seconds per run (default 10)")
+    p.add_argument("--duration", type=float, default=5, help="seconds per run (default 5)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds of every scenario; medians are reported (default 3)")
     p.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per scenario")
     p.add_argument("--concurrency", type=int, default=16, help="open connections (16)")
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers for both apps")
@@ -499,6 +523,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not 0 < args.duration <= MAX_RUN_S or not 0 <= args.warmup <= 30:
         p.error(f"--duration must be in (0, {MAX_RUN_S}] and --warmup in [0, 30]")
+    if not 1 <= args.rounds <= 20:
+        p.error("--rounds must be 1..20")
     if not 1 <= args.concurrency <= 256:
         p.error("--concurrency must be 1..256")
     return args
@@ -565,23 +591,31 @@ def main(argv=None):
             ("hot", gw_port, "/zapier/v1/echo", ECHO_BODY, [key_hot]),
             ("many", gw_port, "/zapier/v1/echo", ECHO_BODY, many),
         ]
-        results = {}
+        # Rounds: every scenario once per round, the bare route first, each ratio taken
+        # against the bare run of its own round and the median of the rounds reported, so
+        # a machine that slows down or speeds up during the run moves both sides of a ratio.
+        rounds: dict[str, list] = {name: [] for name, *_ in scenarios}
         opts = {"concurrency": args.concurrency, "threads": args.wrk_threads, "tmpdir": tmpdir}
-        for name, port, path, body, keys in scenarios:
-            if args.warmup:
-                load(port, path, body, keys, duration=args.warmup, **opts)
-            before = ledger_check(pg_url, hot_id)["debit_rows"] if name == "hot" else 0
-            server = bare if port == bare_port else gw
-            cpu0 = cpu_snapshot(server.pid)
-            r = load(port, path, body, keys, duration=args.duration, **opts)
-            cpu1 = cpu_snapshot(server.pid)
-            r["cpu_us"] = {k: (cpu1[k] - cpu0[k]) / max(1, r["requests"]) * 1e6 for k in cpu0}
-            if name == "hot":
-                time.sleep(1)  # let requests still in flight when the generator stopped land
-                r["debit_rows"] = ledger_check(pg_url, hot_id)["debit_rows"] - before
-            results[name] = r
-            print(f"  {name:<5} {path:<28} {r['rps']:9.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
-                  f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}", flush=True)
+        for n in range(args.rounds):
+            for name, port, path, body, keys in scenarios:
+                if args.warmup and n == 0:
+                    load(port, path, body, keys, duration=args.warmup, **opts)
+                before = ledger_check(pg_url, hot_id)["debit_rows"] if name == "hot" else 0
+                server = bare if port == bare_port else gw
+                cpu0 = cpu_snapshot(server.pid)
+                r = load(port, path, body, keys, duration=args.duration, **opts)
+                cpu1 = cpu_snapshot(server.pid)
+                r["cpu_us"] = {k: (cpu1[k] - cpu0[k]) / max(1, r["requests"]) * 1e6
+                               for k in cpu0}
+                if name == "hot":
+                    time.sleep(1)  # let requests in flight when the generator stopped land
+                    r["debit_rows"] = ledger_check(pg_url, hot_id)["debit_rows"] - before
+                r["rps_a"] = ratio(r["rps"], rounds["a"][n]["rps"] if name != "a" else r["rps"])
+                rounds[name].append(r)
+                print(f"  {n + 1}/{args.rounds} {name:<5} {path:<28} {r['rps']:9.1f} req/s  "
+                      f"rps/a {r['rps_a']:.3f}  p50 {r['p50_ms']:7.2f} ms  "
+                      f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}", flush=True)
+        results = {name: combine(runs) for name, runs in rounds.items()}
 
         if args.open_rate:
             results["open_loop"] = {}
