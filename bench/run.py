@@ -103,7 +103,8 @@ def http_call(port, method, path, body=None, headers=None, timeout=10):
         conn.close()
 
 
-def start_gunicorn(app_path, *, env_extra, workers, threads, pythonpath, log_dir, name):
+def start_gunicorn(app_path, *, env_extra, workers, threads, pythonpath, log_dir, name,
+                   cwd=ROOT):
     port = free_port()
     env = dict(os.environ)
     env.update({
@@ -116,7 +117,7 @@ def start_gunicorn(app_path, *, env_extra, workers, threads, pythonpath, log_dir
     log = open(Path(log_dir) / f"{name}.log", "wb")  # noqa: SIM115 (closed in stop_server)
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "python:gateway.gunicorn_conf", app_path],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     proc.bench_log = log
     deadline = time.monotonic() + 45
     while time.monotonic() < deadline:
