@@ -172,17 +172,20 @@ class Action:
         """The input with defaults applied, or ``InvalidRequest`` listing every problem."""
         if not isinstance(body, dict):
             raise InvalidRequest("The request body must be a JSON object")
-        check_schema(None, body, self._validator)
+        check_with(self._validator, body)
         data = {f.name: f.default for f in self.fields if f.default is not None}
         data.update({k: v for k, v in body.items() if k not in COMMON_FIELDS})
         return data
 
 
-def check_schema(schema: dict | None, body, validator=None) -> None:
+def check_schema(schema: dict, body) -> None:
     """``InvalidRequest`` listing every way ``body`` breaks the JSON Schema ``schema``: the
-    one validator for action inputs and for every body a route documents (``validator``:
-    one already built for ``schema``, which may then be None)."""
-    validator = validator or Draft202012Validator(schema)
+    one validator for action inputs and for every body a route documents."""
+    check_with(Draft202012Validator(schema), body)
+
+
+def check_with(validator, body) -> None:
+    """``check_schema`` with a validator already built (an action's, built once)."""
     if validator.is_valid(body):
         return
     errors = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))

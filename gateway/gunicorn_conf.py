@@ -19,7 +19,7 @@ threads = _config.web_threads
 # connections over them by their addresses. With one shared socket, whichever worker wakes
 # first accepts: measured, a burst of 16 keep-alive connections often all landed on one
 # worker, which then served them on one core at half the throughput while the other idled
-# (bench/README.md, "Spreading connections"). GATEWAY_REUSE_PORT=0 turns it off.
+# (bench/README.md, "One listening socket per worker"). GATEWAY_REUSE_PORT=0 turns it off.
 reuse_port = _config.web_reuse_port
 timeout = _config.web_timeout_s
 graceful_timeout = 20

@@ -28,6 +28,7 @@ import os
 import threading
 import time
 
+from hiredis import pack_command
 from limits import (
     RateLimitItemPerDay,
     RateLimitItemPerHour,
@@ -148,11 +149,6 @@ class GateCall:
         # app starts (and fails open) with Redis down
         self.sha = hashlib.sha1(GATE_SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis' name)
         self._local = threading.local()
-        try:
-            from hiredis import pack_command
-        except ImportError:  # hiredis is a declared dependency; redis-py packs without it
-            pack_command = None
-        self._pack = pack_command
 
     def _load(self) -> str:
         sha = self.client.script_load(GATE_SCRIPT)
@@ -179,8 +175,7 @@ class GateCall:
         # hiredis packs str and bytes; the script's numbers go as their decimal text
         command = ("EVALSHA", self.sha, "3",
                    *[a if isinstance(a, str | bytes) else str(a) for a in keys_and_args])
-        packed = [self._pack(command)] if self._pack is not None \
-            else local.conn.pack_command(*command)
+        packed = [pack_command(command)]
         try:
             reply = self._send(local.conn, packed)
         except RedisConnectionError:
