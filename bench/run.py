@@ -433,6 +433,8 @@ def combine(runs: list[dict]) -> dict:
            "p99_ms": med(r["p99_ms"] for r in runs), "rps_a": med(r["rps_a"] for r in runs),
            "rounds_rps_a": [r["rps_a"] for r in runs],
            "cpu_us": {k: med(r["cpu_us"][k] for r in runs) for k in runs[0]["cpu_us"]}}
+    if "rps_floor" in runs[0]:
+        out["rps_floor"] = med(r["rps_floor"] for r in runs)
     for count in ("requests", "errors", "ok", "debit_rows"):
         if count in runs[0]:
             out[count] = sum(r[count] for r in runs)
@@ -440,7 +442,8 @@ def combine(runs: list[dict]) -> dict:
 
 
 def print_table(results, info, args, generator, check, loads):
-    names = [("a", "bare Falcon route"), ("me", "GET /zapier/v1/me (auth test)"),
+    names = [("a", "bare Falcon route"), ("floor", "floor: bare + 1 Redis script + 1 read"),
+             ("me", "GET /zapier/v1/me (auth test)"),
              ("b", "estimate-cost (auth+rate limit, free)"),
              ("c", "echo (auth+rate limit+debit+receipt)"),
              ("hot", "echo, ONE hot account"), ("many", f"echo, {args.accounts} accounts")]
@@ -467,6 +470,11 @@ def print_table(results, info, args, generator, check, loads):
         print("rps/a per round: " + "; ".join(
             f"{k} " + " ".join(f"{x:.3f}" for x in results[k]["rounds_rps_a"])
             for k, _ in names[1:] if k in results))
+    floor = results["floor"]
+    print(f"the floor (no gateway code, the same two round trips) reaches rps/a "
+          f"{floor['rps_a']:.3f}: no implementation making them can go higher here")
+    print("rps/floor (each path against the floor of its own round): " + ", ".join(
+        f"{k} {results[k]['rps_floor']:.3f}" for k, _ in names[2:] if k in results))
     goals = [("me", 0.50), ("b", 0.45), ("c", 0.30)]
     print("goals (rps/a): " + ", ".join(
         f"{k} {results[k]['rps_a']:.3f} >= {g} "
@@ -563,7 +571,9 @@ def main(argv=None):
         info = machine_info(pg_url)
 
         common = {"workers": args.workers, "threads": args.threads, "log_dir": tmpdir}
-        bare, bare_port = start_gunicorn("bare_app:app", env_extra={}, name="bare",
+        floor_env = {"FLOOR_DATABASE_URL": pg_url, "FLOOR_REDIS_URL": REDIS_URL,
+                     "FLOOR_PREFIX": prefix}
+        bare, bare_port = start_gunicorn("bare_app:app", env_extra=floor_env, name="bare",
                                          pythonpath=[str(ROOT / "bench"), str(ROOT)], **common)
         servers.append(bare)
         gw, gw_port = start_gunicorn("wsgi:app", env_extra=env, name="gateway",
@@ -573,12 +583,13 @@ def main(argv=None):
               f"({args.workers} workers x {args.threads} threads each)")
 
         admin(gw_port, "PUT", "/admin/plans/bench", PLAN)
-        _, key_me = make_account(gw_port, "me")
+        me_id, key_me = make_account(gw_port, "me")
         _, key_b = make_account(gw_port, "b")
         _, key_c = make_account(gw_port, "c")
         hot_id, key_hot = make_account(gw_port, "hot")
         many = [make_account(gw_port, f"m{i}")[1] for i in range(args.accounts)]
         check_once(bare_port, "/bare", ESTIMATE_BODY, None, False)
+        check_once(bare_port, f"/floor/{me_id}", "", key_me, False)
         check_once(gw_port, "/zapier/v1/me", "", key_me, False)
         check_once(gw_port, "/zapier/v1/estimate-cost", ESTIMATE_BODY, key_b, False)
         check_once(gw_port, "/zapier/v1/echo", ECHO_BODY, key_c, True)
@@ -586,6 +597,7 @@ def main(argv=None):
 
         scenarios = [
             ("a", bare_port, "/bare", ESTIMATE_BODY, [""]),
+            ("floor", bare_port, f"/floor/{me_id}", "", [key_me]),
             ("me", gw_port, "/zapier/v1/me", "", [key_me]),
             ("b", gw_port, "/zapier/v1/estimate-cost", ESTIMATE_BODY, [key_b]),
             ("c", gw_port, "/zapier/v1/echo", ECHO_BODY, [key_c]),
@@ -612,6 +624,8 @@ def main(argv=None):
                     time.sleep(1)  # let requests in flight when the generator stopped land
                     r["debit_rows"] = ledger_check(pg_url, hot_id)["debit_rows"] - before
                 r["rps_a"] = ratio(r["rps"], rounds["a"][n]["rps"] if name != "a" else r["rps"])
+                if name not in ("a", "floor"):
+                    r["rps_floor"] = ratio(r["rps"], rounds["floor"][n]["rps"])
                 rounds[name].append(r)
                 print(f"  {n + 1}/{args.rounds} {name:<5} {path:<28} {r['rps']:9.1f} req/s  "
                       f"rps/a {r['rps_a']:.3f}  p50 {r['p50_ms']:7.2f} ms  "
