@@ -159,6 +159,8 @@ def main(argv=None):
         with dbmod.connection():
             schema.upgrade()
         app = create_app(config)
+        # as under gunicorn (gateway/gunicorn_conf.py): this one thread keeps its connection
+        dbmod.keep_request_connections(1, config.db_pool_size)
         import bare_app
 
         apps = {"bare": bare_app.app}
