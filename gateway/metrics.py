@@ -42,6 +42,20 @@ def count_request(route: str, method: str, status: str, seconds: float) -> None:
     children[1].observe(seconds)
 
 
+# The children of DEBITS and CREDITS_DEBITED per action, bound once (as above); actions
+# are the registry's names, so the keys are bounded.
+_DEBIT_CHILDREN: dict[str, tuple] = {}
+
+
+def count_debit(action: str, credits: int) -> None:
+    children = _DEBIT_CHILDREN.get(action)
+    if children is None:
+        children = _DEBIT_CHILDREN[action] = (DEBITS.labels(action),
+                                              CREDITS_DEBITED.labels(action))
+    children[0].inc()
+    children[1].inc(credits)
+
+
 class StateCollector:
     """Gauges read at scrape time from the stores that own them, not counted in-process:
     queue depths from Redis (every gateway and worker process sees the same queues) and

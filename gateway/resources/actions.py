@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from core.clock import SYSTEM
 from core.errors import MissingAction
-from gateway import metrics
 from gateway.envelope import ok
-from gateway.resources.common import answer, json_body, wait_for, wait_seconds
+from gateway.resources.common import answer, json_body, mark_outcome, wait_for, wait_seconds
 from metering import billing
 
 
@@ -27,12 +26,7 @@ class ActionCall:
             req.context.caller, action, body,
             idempotency_key=req.get_header("Idempotency-Key"),
             request_id=req.context.request_id, method=req.method, path=req.path)
-        if outcome.replayed:
-            resp.set_header("Idempotent-Replayed", "true")
-            metrics.IDEMPOTENT_REPLAYS.inc()
-        elif outcome.meta.get("txnReceipt"):
-            metrics.DEBITS.labels(action).inc()
-            metrics.CREDITS_DEBITED.labels(action).inc(outcome.meta["creditsUsed"])
+        mark_outcome(resp, action, outcome)
         if outcome.composition_uid is None:
             ok(req, resp, outcome.data, outcome.status, **outcome.meta)
             return

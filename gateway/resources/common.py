@@ -16,6 +16,7 @@ from rq.job import Job
 from actions.registry import check_schema
 from core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from core.timefmt import iso
+from gateway import metrics
 from gateway.edge import strict_loads
 from gateway.envelope import ok
 from jobs import engine, events, queries, views
@@ -459,3 +460,13 @@ def send_event_stream(resp, events_iter, listener, lease) -> None:
     resp.set_header("Cache-Control", "no-cache")
     resp.set_header("X-Accel-Buffering", "no")  # proxies (nginx) must not buffer events
     resp.stream = stream
+
+
+def mark_outcome(resp, action: str, outcome) -> None:
+    """What every paid route says of a run (``actions.runner.Outcome``): a replayed answer
+    carries ``Idempotent-Replayed``; a new debit is counted in the debit metrics."""
+    if outcome.replayed:
+        resp.set_header("Idempotent-Replayed", "true")
+        metrics.IDEMPOTENT_REPLAYS.inc()
+    elif outcome.meta.get("txnReceipt"):
+        metrics.count_debit(action, outcome.meta["creditsUsed"])

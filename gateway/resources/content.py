@@ -15,7 +15,6 @@ from urllib.parse import urlencode
 from actions.registry import check_schema
 from core.errors import InvalidRequest, NotFound
 from core.timefmt import iso
-from gateway import metrics
 from gateway.envelope import ok
 from gateway.middleware import NONE
 from gateway.resources.common import (
@@ -24,6 +23,7 @@ from gateway.resources.common import (
     int_param,
     json_body,
     list_params,
+    mark_outcome,
     next_url,
     read_multipart,
     send_content,
@@ -63,12 +63,7 @@ def own_user_id(req, value=None):
 
 
 def answer_outcome(req, resp, outcome, name="upload"):
-    if outcome.replayed:
-        resp.set_header("Idempotent-Replayed", "true")
-        metrics.IDEMPOTENT_REPLAYS.inc()
-    elif outcome.meta.get("txnReceipt"):
-        metrics.DEBITS.labels(name).inc()
-        metrics.CREDITS_DEBITED.labels(name).inc(outcome.meta["creditsUsed"])
+    mark_outcome(resp, name, outcome)
     ok(req, resp, outcome.data, 201 if outcome.status == 200 else outcome.status,
        **outcome.meta)
 

@@ -17,12 +17,12 @@ import json
 import time
 
 from core.errors import Conflict, RateLimited, ServiceUnavailable
-from gateway import metrics
 from gateway.envelope import ok
 from gateway.resources.common import (
     PAGE_QUERY,
     base_url,
     int_schema,
+    mark_outcome,
     page_answer,
     page_params,
     parse_int,
@@ -246,12 +246,7 @@ class RunStart(_Runs):
         self._stream(resp, caller.account_id, uid, 0, self._listener(uid), lease)
 
     def _headers(self, req, resp, outcome, uid):
-        if outcome.replayed:
-            resp.set_header("Idempotent-Replayed", "true")
-            metrics.IDEMPOTENT_REPLAYS.inc()
-        elif outcome.meta.get("txnReceipt"):
-            metrics.DEBITS.labels(ACTION).inc()
-            metrics.CREDITS_DEBITED.labels(ACTION).inc(outcome.meta["creditsUsed"])
+        mark_outcome(resp, ACTION, outcome)
         resp.set_header("X-Run-ID", uid)
         resp.set_header("Location", f"{base_url(req, self.config)}/api/project/runs/{uid}")
         if outcome.meta.get("txnReceipt"):

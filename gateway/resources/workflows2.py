@@ -14,9 +14,8 @@ import json
 from actions.generation_common import SEED_MAX
 from core.errors import InvalidRequest
 from core.timefmt import iso
-from gateway import metrics
 from gateway.envelope import ok
-from gateway.resources.common import seed_params
+from gateway.resources.common import mark_outcome, seed_params
 from jobs.models import Composition
 from jobs.storage import content_type
 from jobs.workflows import executor, projects, runs
@@ -198,12 +197,7 @@ class EnqueueWorkflow:
             caller, ACTION, run_body(params, project),
             idempotency_key=req.get_header("Idempotency-Key"),
             request_id=req.context.request_id, method="POST", path=ACTION_PATH)
-        if outcome.replayed:
-            resp.set_header("Idempotent-Replayed", "true")
-            metrics.IDEMPOTENT_REPLAYS.inc()
-        elif outcome.meta.get("txnReceipt"):
-            metrics.DEBITS.labels(ACTION).inc()
-            metrics.CREDITS_DEBITED.labels(ACTION).inc(outcome.meta["creditsUsed"])
+        mark_outcome(resp, ACTION, outcome)
         uid = outcome.composition_uid
         ok(req, resp, {"workflowId": uid, "itemIds": [uid]}, 202, **outcome.meta)
 
