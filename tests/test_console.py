@@ -30,6 +30,7 @@ from oauth.console_sessions import session_hash
 PASSWORD = "console pass phrase 1"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+REFRESH_3 = '<meta http-equiv="refresh" content="3">'  # a page reloading itself (REFRESH_S)
 
 
 class Browser:
@@ -325,18 +326,30 @@ def test_webhook_endpoint_create_test_event_log_and_redeliver(lclient, lconfig):
         page = f"/console/webhooks/{endpoint['id']}"
         resp = b.post(page + "/test", {"csrf_token": b.csrf()})
         assert resp.status_code == 303 and "sent=" in resp.headers["location"]
+        sent_page = resp.headers["location"]
+        # the page sent back to reloads itself until the test event's attempt is logged
+        waiting = b.get(sent_page).text
+        assert REFRESH_3 in waiting and 'id="refreshing"' in waiting
         burst(lconfig, queues=("webhooks",))
         assert receiver.wait_for(1)[0]["status"] == 503
         log = b.get(page)
         assert "webhook.test" in log.text and "503" in log.text and "failed" in log.text
+        assert 'http-equiv="refresh"' not in log.text
+        assert 'http-equiv="refresh"' not in b.get(sent_page).text  # logged: it stays put
         msg_id = receiver.requests[0]["headers"]["webhook-id"]
         resp = b.post(f"{page}/deliveries/{msg_id}/redeliver", {"csrf_token": b.csrf()})
-        assert resp.status_code == 303
+        assert resp.status_code == 303 and "seen=1" in resp.headers["location"]
+        again_page = resp.headers["location"]
+        assert REFRESH_3 in b.get(again_page).text
+        for bogus in ("seen=x", "seen=1234567", "seen="):  # no count to wait past: no reload
+            assert 'http-equiv="refresh"' not in b.get(
+                again_page.replace("seen=1", bogus)).text, bogus
         burst(lconfig, queues=("webhooks",))
         second = receiver.wait_for(2)[1]
         assert second["headers"]["webhook-id"] == msg_id and second["status"] == 200
         log = b.get(page).text
         assert "(redelivery)" in log and re.search(r'class="code">200<', log)
+        assert 'http-equiv="refresh"' not in b.get(again_page).text
         resp = b.post(page + "/delete", {"csrf_token": b.csrf()})
         assert resp.status_code == 303
         assert lclient.simulate_get("/zapier/v1/webhook-endpoints",

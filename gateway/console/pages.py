@@ -327,6 +327,13 @@ class KeyRevoke(Page):
         redirect(resp, f"/console/keys?revoked={quote(key_id, safe='')}")
 
 
+# Seconds between reloads of a page whose work is under way: a composition or run while
+# it is queued or running, a webhook endpoint's page while the attempt just asked for is
+# not logged yet. The console has no script, so the page reloads itself (<meta
+# http-equiv="refresh">) until the work ends, then stays put.
+REFRESH_S = 3
+
+
 # --- webhook endpoints ----------------------------------------------------------------------
 
 
@@ -383,13 +390,33 @@ def endpoint_page(page, req, resp, view, endpoint_id, status=200, **context) -> 
     endpoint = we.get_endpoint(view.account_id, endpoint_id)
     rows, after = we.list_attempts(view.account_id, endpoint_id, limit=50,
                                    cursor=_cursor(req))
+    sent, redelivered = req.get_param("sent"), req.get_param("redelivered")
     page.render(resp, view, "webhook.html", status=status,
                 endpoint=we.endpoint_json(endpoint), event_types=we.EVENT_TYPES,
                 overlaps=OVERLAP_CHOICES,
                 attempts=[we.attempt_json(a, a.delivery.msg_id) for a in rows],
-                next=after, sent=req.get_param("sent"),
-                redelivered=req.get_param("redelivered"), saved=req.get_param("saved"),
+                next=after, sent=sent, redelivered=redelivered, saved=req.get_param("saved"),
+                refresh=None if "rotated" in context else _awaiting_attempt(
+                    view.account_id, endpoint_id, sent, redelivered, req.get_param("seen")),
                 **context)
+
+
+def _awaiting_attempt(account_id, endpoint_id, sent, redelivered, seen) -> int | None:
+    """``REFRESH_S`` while the delivery the page was sent back for (a test event just sent,
+    a redelivery just asked for) has no new attempt in its log yet, so the outcome shows
+    without a reload; then the page stays put (it holds the edit form). ``seen``: how many
+    attempts the redelivered delivery had when it was asked for."""
+    if sent:
+        delivery_id, before = sent, 0
+    elif redelivered and seen and seen.isdigit() and len(seen) <= 6:
+        delivery_id, before = redelivered, int(seen)
+    else:
+        return None
+    try:
+        _, attempts = we.get_delivery(account_id, endpoint_id, delivery_id)
+    except NotFound:
+        return None
+    return REFRESH_S if len(attempts) <= before else None
 
 
 class _WebhookAction(Page):
@@ -465,18 +492,16 @@ class WebhookRedeliver(_WebhookAction):
         self.serve(req, resp, self.send, endpoint_id, delivery_id)
 
     def send(self, req, resp, view, endpoint_id, delivery_id):
+        # counted before the attempt is queued, so a worker that logs it at once is seen
+        _, attempts = we.get_delivery(view.account_id, endpoint_id, delivery_id)
         we.redeliver(view.account_id, endpoint_id, delivery_id, self.deps.redis,
                      self.deps.config)
-        self.back(resp, endpoint_id, redelivered=delivery_id)
+        self.back(resp, endpoint_id, redelivered=delivery_id, seen=str(len(attempts)))
 
 
 # --- compositions, project runs, the content library ---------------------------------------
 
 
-# Seconds between reloads of a composition or run page while it is queued or running:
-# the console has no script, so the page reloads itself (<meta http-equiv="refresh">)
-# until the work ends, then stays put.
-REFRESH_S = 3
 
 
 def _refresh(comp) -> int | None:
