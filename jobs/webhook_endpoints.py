@@ -201,16 +201,17 @@ def get_delivery(account_id, endpoint_id, delivery_id) -> tuple[Delivery, list]:
     return delivery, attempts
 
 
-def redeliver(account_id, endpoint_id, delivery_id, redis, config) -> Delivery:
+def redeliver(account_id, endpoint_id, delivery_id, redis, config) -> tuple[Delivery, int]:
     """Queue one more attempt of a delivery: the same ``webhook-id`` and body, signed
-    afresh (new timestamp) with the endpoint's current secret(s); never retried."""
-    delivery, _ = get_delivery(account_id, endpoint_id, delivery_id)
+    afresh (new timestamp) with the endpoint's current secret(s); never retried. Returns
+    the delivery and how many attempts it had before this one was queued."""
+    delivery, attempts = get_delivery(account_id, endpoint_id, delivery_id)
     if not get_endpoint(account_id, endpoint_id).enabled:
         raise Conflict("The webhook endpoint is disabled; enable it to redeliver")
     webhooks.queue(redis, config).enqueue_call(
         "jobs.webhooks.deliver", args=(delivery.msg_id, True),
         job_id=f"{delivery.msg_id}-{new_id('r', 8)}", result_ttl=600)
-    return delivery
+    return delivery, len(attempts)
 
 
 def send_test(account_id, endpoint_id, redis, config) -> str:

@@ -396,8 +396,8 @@ def endpoint_page(page, req, resp, view, endpoint_id, status=200, **context) -> 
                 overlaps=OVERLAP_CHOICES,
                 attempts=[we.attempt_json(a, a.delivery.msg_id) for a in rows],
                 next=after, sent=sent, redelivered=redelivered, saved=req.get_param("saved"),
-                refresh=None if "rotated" in context else _awaiting_attempt(
-                    view.account_id, endpoint_id, sent, redelivered, req.get_param("seen")),
+                refresh=_awaiting_attempt(view.account_id, endpoint_id, sent, redelivered,
+                                          req.get_param("seen")),
                 **context)
 
 
@@ -493,10 +493,9 @@ class WebhookRedeliver(_WebhookAction):
 
     def send(self, req, resp, view, endpoint_id, delivery_id):
         # counted before the attempt is queued, so a worker that logs it at once is seen
-        _, attempts = we.get_delivery(view.account_id, endpoint_id, delivery_id)
-        we.redeliver(view.account_id, endpoint_id, delivery_id, self.deps.redis,
-                     self.deps.config)
-        self.back(resp, endpoint_id, redelivered=delivery_id, seen=str(len(attempts)))
+        _, seen = we.redeliver(view.account_id, endpoint_id, delivery_id, self.deps.redis,
+                               self.deps.config)
+        self.back(resp, endpoint_id, redelivered=delivery_id, seen=str(seen))
 
 
 # --- compositions, project runs, the content library ---------------------------------------

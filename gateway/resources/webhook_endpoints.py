@@ -182,6 +182,6 @@ class WebhookDeliveryRedeliver:
         account_id = req.context.caller.account_id
         we.get_delivery(account_id, endpoint_id, delivery_id)
         we.check_fields(json_body(req), ())
-        delivery = we.redeliver(account_id, endpoint_id, delivery_id, self.deps.redis,
-                                self.deps.config)
+        delivery, _ = we.redeliver(account_id, endpoint_id, delivery_id, self.deps.redis,
+                                   self.deps.config)
         ok(req, resp, {"delivery": we.delivery_json(delivery)}, status=202)
