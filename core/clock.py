@@ -7,6 +7,7 @@ instead of sleeping, and a deployment has exactly one notion of "now".
 
 from __future__ import annotations
 
+import abc
 import datetime as dt
 import threading
 import time
@@ -20,18 +21,20 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-class Clock:
+class Clock(abc.ABC):
     """Wall time as naive UTC (``now``), as epoch seconds (``time``), and a monotonic
     timer for measuring intervals (``monotonic``)."""
 
+    @abc.abstractmethod
     def now(self) -> dt.datetime:
-        raise NotImplementedError
+        """The current time, naive UTC."""
 
     def time(self) -> float:
         return (self.now() - _EPOCH).total_seconds()
 
+    @abc.abstractmethod
     def monotonic(self) -> float:
-        raise NotImplementedError
+        """Seconds on a clock that never goes back, for intervals only."""
 
     def __call__(self) -> dt.datetime:
         """A clock is also the plain ``() -> datetime`` callable older call sites take."""

@@ -10,6 +10,7 @@ the blob before it returns, so a missing blob is ``NotFound`` before any byte is
 
 from __future__ import annotations
 
+import abc
 import os
 import re
 import shutil
@@ -86,25 +87,31 @@ class _Empty:
         return None
 
 
-class BlobStore:
-    """What both backends implement; see the module docstring for the shared rules."""
+class BlobStore(abc.ABC):
+    """What both backends implement; see the module docstring for the shared rules. The
+    abstract methods are the interface: a backend missing one fails when it is built."""
 
     kind: str = ""
 
+    @abc.abstractmethod
     def put_file(self, key: str, path: str, content_type: str) -> None:
-        raise NotImplementedError
+        """Store the file at ``path`` as ``key`` (the same bytes again when it exists)."""
 
     def exists(self, key: str) -> bool:
         return self.size(key) is not None
 
+    @abc.abstractmethod
     def size(self, key: str) -> int | None:
-        raise NotImplementedError
+        """The blob's size in bytes, or None when there is no such blob."""
 
+    @abc.abstractmethod
     def read(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        raise NotImplementedError
+        """Bytes ``start`` to ``end`` (inclusive, clamped) in chunks of at most 1 MiB;
+        ``NotFound`` before any byte when there is no such blob."""
 
+    @abc.abstractmethod
     def delete(self, key: str) -> None:
-        raise NotImplementedError
+        """Remove the blob; a blob already gone is not an error."""
 
     def presigned_url(self, key: str, expires_s: int, filename: str | None) -> str | None:
         return None
