@@ -105,6 +105,9 @@ class ActionContext:
     receipt: str | None = None  # the debit's receipt, when the call is paid
     # (action name, body) -> what that input would cost the caller, validated as a call
     quote: Callable[[str, dict], int] | None = None
+    # PUBLIC_BASE_URL, or the request's own base: for the full URLs an answer holds
+    # (a list's ``next``)
+    base_url: str = ""
 
 
 SyncPerform = Callable[[ActionContext, dict], dict]

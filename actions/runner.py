@@ -124,18 +124,19 @@ class ActionService:
         } for a in self.registry]
 
     def run(self, caller, name, body, *, idempotency_key, request_id, method, path,
-            private=None) -> Outcome:
+            private=None, base_url="") -> Outcome:
         """Run ``name`` for ``caller``; the private inputs (staged files) are discarded
         when it ends, whatever the outcome (a committed upload has its own copy)."""
         data = dict(private or {})
         try:
             action, data = self.prepare(name, body, caller.account_id, private)
             return self._run(caller, action, body, data, idempotency_key, request_id,
-                             method, path)
+                             method, path, base_url)
         finally:
             discard_private(data)
 
-    def _run(self, caller, action, body, data, idempotency_key, request_id, method, path):
+    def _run(self, caller, action, body, data, idempotency_key, request_id, method, path,
+             base_url=""):
         key = idempotency_key
         if key is not None:
             idempotency.check_key(key)
@@ -156,19 +157,20 @@ class ActionService:
                                found.body.get("composition_uid"))
             claim = found
         try:
-            return self._execute(caller, action, data, claim, request_id)
+            return self._execute(caller, action, data, claim, request_id, base_url)
         except BaseException:
             if claim is not None:
                 idempotency.release(claim)
             raise
 
-    def _execute(self, caller, action, data, claim, request_id) -> Outcome:
+    def _execute(self, caller, action, data, claim, request_id, base_url="") -> Outcome:
         price = self.quote(action, data)
         ctx = ActionContext(
             account_id=caller.account_id, request_id=request_id, price_of=self.price_of,
             balance=lambda: ledger.balance(caller.account_id), registry=self.registry,
             library=self.library,
             quote=lambda name, body: self.quote_input(caller.account_id, name, body),
+            base_url=base_url,
         )
         meta = {"action": action.name}
         if action.mode == "async":

@@ -9,6 +9,8 @@ from actions import (
     estimate_cost,
     generate_image,
     generate_video,
+    health,
+    list_posts,
     product_listing,
     project_run,
     story_image,
@@ -19,8 +21,8 @@ from actions.registry import Registry
 from actions.workflow import nodes
 
 ACTIONS = (echo.ACTION, echo_async.ACTION, estimate_cost.ACTION, generate_image.ACTION,
-           generate_video.ACTION, product_listing.ACTION, project_run.ACTION, story_image.ACTION,
-           story_video.ACTION, upload.ACTION)
+           generate_video.ACTION, health.ACTION, list_posts.ACTION, product_listing.ACTION,
+           project_run.ACTION, story_image.ACTION, story_video.ACTION, upload.ACTION)
 
 
 def default_registry() -> Registry:

@@ -371,6 +371,10 @@ POST = obj({"urn": s(None, "urn:post:comp_8f3k2j9d0a:0"), "id": STR, "cardPoster
             "deliverable": ANY, "platform": NSTR, "postFormat": NSTR, "contentType": NSTR,
             "customTags": ANY, "contentLabel": NSTR, "compositionUid": NSTR,
             "createdAt": TS, "updatedAt": TS}, required=["urn", "id", "createdAt"])
+# A page of posts: GET /list-posts and the list-posts action answer the same
+POST_PAGE = obj({"catalogName": STR, "itemList": arr(POST), "items": arr(POST),
+                 "totalPages": INT, "currentPage": INT, "totalItems": INT, "next": NEXT,
+                 "meta": FREE})
 TOKEN_PAIR = obj({"access_token": s(None, "eyJhbGciOiJIUzI1NiJ9.e30.c2ln"),
                   "token_type": {"const": "bearer"}, "expires_in": i("Seconds", 900),
                   "refresh_token": s(None, "gwr_Zm9vYmFy"),
@@ -401,6 +405,8 @@ ACTION_OUTPUTS = {
     "estimate-cost": obj({"action": s(None, "echo"), "credits": i(None, 1),
                           "availableCredit": i(None, 975), "affordable": BOOL}),
     "upload": ref("ContentItem"),
+    "health": obj({"status": {"const": "ok"}}),
+    "list-posts": POST_PAGE,
 }
 
 RESPONSES: dict[str, dict[str, dict]] = {
@@ -442,9 +448,9 @@ RESPONSES: dict[str, dict[str, dict]] = {
     # Lists and webhooks
     "/list-posts": {"get": op(
         "listPosts", "List your compiled posts, newest first (seed filters and paging)",
-        obj({"catalogName": STR, "itemList": arr(POST), "items": arr(POST),
-             "totalPages": INT, "currentPage": INT, "totalItems": INT, "next": NEXT,
-             "meta": FREE}))},
+        POST_PAGE, description="The seed's route of the list-posts action: free unless the "
+        "operator prices list-posts, then debited with a receipt in meta, like "
+        "POST /zapier/v1/list-posts.")},
     "/zapier/v1/hooks": {
         "get": op("listHooks", "List your REST hook subscriptions", page(ref("Hook"))),
         "post": op("createHook", "Subscribe a URL to an event (REST hook)", {"allOf": [

@@ -64,7 +64,7 @@ def route_table(deps) -> list[tuple[str, object]]:
                                                                           deps.clock)),
         ("/outputs/{uid}/{name}", compositions.OutputFile(deps.storage)),
         # Lists, triggers and webhooks (CONTRACT 7)
-        ("/list-posts", posts.ListPosts(config)),
+        ("/list-posts", posts.ListPosts(config, service)),
         ("/zapier/v1/hooks", hooks.Hooks(config, deps.actions.policy)),
         ("/zapier/v1/hooks/{hook_id}", hooks.HookItem()),
         ("/zapier/v1/hooks/secret/rotate", hooks.HookSecretRotate()),

@@ -17,6 +17,10 @@ import re
 from core.errors import InvalidRequest
 
 INT64_MAX = 2**63 - 1
+# Every list's page bounds (CONTRACT 7: at most 100 a page), shared by the routes and the
+# actions that page (``list-posts``).
+MAX_LIMIT = 100
+MAX_PAGE_NO = 1_000_000  # seed-style page numbers: 10^8 rows at 100 a page is plenty
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
 

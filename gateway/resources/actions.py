@@ -5,7 +5,14 @@ from __future__ import annotations
 from core.clock import SYSTEM
 from core.errors import MissingAction
 from gateway.envelope import ok
-from gateway.resources.common import answer, json_body, mark_outcome, wait_for, wait_seconds
+from gateway.resources.common import (
+    answer,
+    base_url,
+    json_body,
+    mark_outcome,
+    wait_for,
+    wait_seconds,
+)
 from metering import billing
 
 
@@ -25,7 +32,8 @@ class ActionCall:
         outcome = self.service.run(
             req.context.caller, action, body,
             idempotency_key=req.get_header("Idempotency-Key"),
-            request_id=req.context.request_id, method=req.method, path=req.path)
+            request_id=req.context.request_id, method=req.method, path=req.path,
+            base_url=base_url(req, self.config))
         mark_outcome(resp, action, outcome)
         if outcome.composition_uid is None:
             ok(req, resp, outcome.data, outcome.status, **outcome.meta)

@@ -22,8 +22,8 @@ from gateway.envelope import ok
 from jobs import engine, events, queries, views
 from jobs.content import library as lib
 from jobs.models import Composition
+from metering.cursors import MAX_LIMIT, MAX_PAGE_NO
 
-MAX_LIMIT = 100
 MAX_WAIT_S = 60
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait=(\d+)")
@@ -120,7 +120,6 @@ def read_multipart(req, config, text_fields, *, file_field="file", max_bytes=Non
 
 
 INT64_MAX = 2**63 - 1  # the widest integer column; every integer parameter stays within it
-MAX_PAGE_NO = 1_000_000  # seed-style page numbers: 10^8 rows at 100 a page is plenty
 ASCII_INT = re.compile(r"-?[0-9]{1,19}")  # int() also takes "+", spaces, "_", non-ASCII digits
 
 

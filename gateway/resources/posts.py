@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
-from core.timefmt import iso
+from actions import list_posts
 from gateway.envelope import ok
-from gateway.resources.common import MAX_LIMIT, MAX_PAGE_NO, int_param, next_url
+from gateway.resources.common import MAX_LIMIT, MAX_PAGE_NO, base_url, int_param, mark_outcome
 from jobs import posts
 
 QUERY = [{"name": n, "in": "query", "required": False, "schema": s} for n, s in (
@@ -22,36 +20,31 @@ QUERY = [{"name": n, "in": "query", "required": False, "schema": s} for n, s in 
     ("cursor", {"type": "string"}))]
 
 
-def post_view(post) -> dict:
-    return {"urn": post.urn, "id": post.urn, "cardPoster": post.card_poster,
-            "deliverable": json.loads(post.deliverable), "platform": post.platform,
-            "postFormat": post.post_format, "contentType": post.content_type,
-            "customTags": json.loads(post.custom_tags), "contentLabel": post.content_label,
-            "compositionUid": post.composition_id,
-            "createdAt": iso(post.created_at), "updatedAt": iso(post.updated_at)}
-
-
 class ListPosts:
-    """Compiled posts: seed filters, ``pageNo``/``itemsPerPage`` or ``limit``/``cursor``."""
+    """Compiled posts: seed filters, ``pageNo``/``itemsPerPage`` or ``limit``/``cursor``.
+
+    The seed's route of the ``list-posts`` action (``actions/list_posts.py``): the query is
+    parsed here, with the errors it always had, and run as that action, so it is priced,
+    debited and answered with the same ``meta`` as ``POST /zapier/v1/list-posts``."""
 
     scope = "actions:read"
 
     openapi_tag = "Posts"
     openapi_query = {"get": QUERY}
 
-    def __init__(self, config):
-        self.config = config
+    def __init__(self, config, service):
+        self.config, self.service = config, service
 
     def on_get(self, req, resp):
-        filters = posts.Filters.from_params(req.params)
-        size = int_param(req, "itemsPerPage", int_param(req, "limit", 50, 1, MAX_LIMIT),
-                         1, MAX_LIMIT)
-        page_no = int_param(req, "pageNo", 1, 1, MAX_PAGE_NO)
-        page = posts.list_posts(req.context.caller.account_id, filters, limit=size,
-                                page_no=page_no, cursor=req.get_param("cursor"))
-        ok(req, resp, {
-            "catalogName": "Compiled Posts", "itemList": [post_view(p) for p in page.items],
-            "items": [post_view(p) for p in page.items],
-            "totalPages": page.total_pages, "currentPage": page.current_page,
-            "totalItems": page.total, "next": next_url(req, self.config, page.next_cursor),
-            "meta": {}})
+        query = list_posts.Query(
+            posts.Filters.from_params(req.params),
+            int_param(req, "itemsPerPage", int_param(req, "limit", list_posts.DEFAULT_SIZE, 1,
+                                                     MAX_LIMIT), 1, MAX_LIMIT),
+            int_param(req, "pageNo", 1, 1, MAX_PAGE_NO), req.get_param("cursor"),
+            tuple(req.params.items()))
+        outcome = self.service.run(
+            req.context.caller, list_posts.ACTION.name, {}, idempotency_key=None,
+            request_id=req.context.request_id, method=req.method, path=req.path,
+            private={"_query": query}, base_url=base_url(req, self.config))
+        mark_outcome(resp, list_posts.ACTION.name, outcome)
+        ok(req, resp, outcome.data, outcome.status, **outcome.meta)
