@@ -162,13 +162,15 @@ class Identify:
             self.prices.observe(decision.price_generation if fresh else None)
         req.context.ratelimit = decision if fresh else None
         refuse_if_limited(req.context.ratelimit)
+        # After counting: a request refused for its scope is still an authenticated
+        # request (CONTRACT 3), counted and answered with its X-RateLimit headers.
+        needed = required_scope(resource, req.method)
+        if needed and caller.scopes is not None and needed not in caller.scopes:
+            raise Forbidden(f"This credential lacks the {needed} scope")
 
     def _caller(self, req, resource, authorization, x_api_key, *, cached):
         caller = self.authenticators.identify(authorization, x_api_key, cached=cached)
         req.context.caller = caller
-        needed = required_scope(resource, req.method)
-        if needed and caller.scopes is not None and needed not in caller.scopes:
-            raise Forbidden(f"This credential lacks the {needed} scope")
         return caller
 
     def _count(self, caller):

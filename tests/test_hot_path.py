@@ -316,3 +316,24 @@ def test_connections_are_kept_only_where_the_pool_has_room(config, schema):
     finally:
         db.keep_request_connections(1 << 30, 1)  # this test process keeps none
     assert db._KEEP is False
+
+
+def test_routes_that_identify_the_caller_themselves_refuse_a_revoked_cached_key(
+        config, schema, client, make_account):
+    """``/api/account/data`` and ``/getFile`` authenticate in the resource, not through the
+    gate: they must not trust another request's cached key either."""
+    _, key = make_account(credits=10)
+    other = TestClient(make_app(config))  # a second process, its cache warm with the key
+    for _ in range(2):
+        assert other.simulate_get("/zapier/v1/me", headers=bearer(key)).status_code == 200
+        assert other.simulate_get("/api/account/data", headers=bearer(key)).status_code == 200
+    key_id = client.simulate_get("/api/key/list", headers=bearer(key)).json["data"]["items"][0]
+    revoked = client.simulate_delete(f"/api/key/{key_id['keyId']}/revoke", headers=bearer(key))
+    assert revoked.status_code == 200, revoked.text
+
+    for resp in (other.simulate_get("/api/account/data", headers=bearer(key)),
+                 other.simulate_post("/api/account/data", headers=bearer(key), json={}),
+                 other.simulate_get("/getFile", params={"id": "cnt_nope"}, headers=bearer(key))):
+        assert resp.status_code == 401, resp.text
+        assert resp.json["error"]["code"] == "AUTH_FAILED"
+    assert other.simulate_get("/zapier/v1/me", headers=bearer(key)).status_code == 401

@@ -404,7 +404,13 @@ def test_scope_enforcement_is_403_not_401(client, oauth_client, user):
     resp = client.simulate_get("/zapier/v1/credits", headers=bearer(tokens["access_token"]))
     assert resp.status_code == 403, resp.text
     assert resp.json["error"]["code"] == "FORBIDDEN"
-    assert client.simulate_get(ME, headers=bearer(tokens["access_token"])).status_code == 200
+    # still an authenticated request: counted, and it says so (CONTRACT 3)
+    assert int(resp.headers["X-RateLimit-Remaining"]) == int(resp.headers["X-RateLimit-Limit"]) - 1
+    again = client.simulate_get("/zapier/v1/credits", headers=bearer(tokens["access_token"]))
+    assert again.status_code == 403
+    me = client.simulate_get(ME, headers=bearer(tokens["access_token"]))
+    assert me.status_code == 200
+    assert int(me.headers["X-RateLimit-Remaining"]) == int(me.headers["X-RateLimit-Limit"]) - 3
     wide = full_flow(client, client_id, secret, user[1], scope="credits:read")
     ok = client.simulate_get("/zapier/v1/credits", headers=bearer(wide["access_token"]))
     assert ok.status_code == 200, ok.text

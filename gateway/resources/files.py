@@ -364,10 +364,10 @@ class GetFile(_Files):
             raise AuthError("MISSING_AUTH_HEADER", "Send an API key (Authorization or "
                                                    "X-API-Key), the X-Administration-Key "
                                                    "header, or a signed link's v, exp and sig")
-        caller = self.deps.authenticators.identify(authorization, api_key)
+        # From the database, never the process cache: this count is not the gate that
+        # confirms a cached key's generation, so a cached key could have been revoked.
+        caller = self.deps.authenticators.identify(authorization, api_key, cached=False)
         req.context.caller = caller
-        if caller.scopes is not None and READ not in caller.scopes:
-            raise Forbidden(f"This credential lacks the {READ} scope")
         # As the RateLimit middleware would for an account route (it saw no caller yet);
         # it still sets the X-RateLimit headers from req.context.ratelimit.
         decision = self.deps.limiter.check(caller.rate_key, caller.limits.per_minute,
@@ -377,6 +377,8 @@ class GetFile(_Files):
             metrics.RATE_LIMITED.inc()
             raise RateLimited(f"Rate limit of {decision.limit} exceeded; retry in "
                               f"{decision.retry_after}s", retry_after=decision.retry_after)
+        if caller.scopes is not None and READ not in caller.scopes:
+            raise Forbidden(f"This credential lacks the {READ} scope")
         return caller.account_id
 
     def _signed(self, req, content_id):

@@ -204,14 +204,16 @@ class AccountData:
         self.deps, self.guard = deps, guard
 
     def _caller_account(self, req) -> Account:
+        # Read from the database, never the process cache: this route's count is not the
+        # gate that confirms a cached key's generation, so a cached key could be revoked.
         caller = self.deps.authenticators.identify(
-            req.get_header("Authorization"), req.get_header("X-API-Key"))
-        if caller.scopes is not None and "account:read" not in caller.scopes:
-            raise Forbidden("This credential lacks the account:read scope")
+            req.get_header("Authorization"), req.get_header("X-API-Key"), cached=False)
         req.context.caller = caller
         decision = self.deps.limiter.check(caller.rate_key, caller.limits.per_minute,
                                            caller.limits.per_day)
         self.guard._enforce(req, decision, "requests")
+        if caller.scopes is not None and "account:read" not in caller.scopes:
+            raise Forbidden("This credential lacks the account:read scope")
         return get_account(caller.account_id)
 
     def _respond(self, req, resp):
