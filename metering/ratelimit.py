@@ -257,6 +257,15 @@ class RateLimiter:
         """One fixed window of ``seconds`` (e.g. login attempts per username per 15 min)."""
         return self._guarded(self._check, identity, [PerSecond(amount, multiples=seconds)])
 
+    def check_windows(self, windows) -> tuple[Decision, int | None] | None:
+        """Several fixed windows of their own identities, ``(identity, amount, seconds)``,
+        counted together: a request refused by one is counted by none (CONTRACT 3; e.g. a
+        login refused for its username does not use up its address's attempts). Returns
+        the decision and the index of the window that refused (None: allowed)."""
+        return self._guarded(self._check_pairs, [
+            (PerSecond(amount, multiples=seconds), identity)
+            for identity, amount, seconds in windows])
+
     def peek_window(self, identity: str, amount: int, seconds: int) -> Decision | None:
         """``check_window``'s window as it stands, counting nothing: ``allowed`` is False
         once ``amount`` hits were counted in it (e.g. failures, counted only when they fail)."""
@@ -290,19 +299,24 @@ class RateLimiter:
         ``X-RateLimit-Remaining`` is exact under concurrency, and only the reported
         limit's reset time needs another round trip (three in all, not six).
         """
+        return self._check_pairs([(item, identity) for item in items])[0]
+
+    def _check_pairs(self, pairs) -> tuple[Decision, int | None]:
+        """``_check`` over ``(limit, identity)`` pairs; also the index of the refusal."""
         counted = []
-        for item in items:
+        for index, (item, identity) in enumerate(pairs):
             key = item.key_for(identity)
             count = self.storage.incr(key, item.get_expiry(), amount=1)
             if count > item.amount:
                 # give back what this limit and the earlier ones counted: a window holds
                 # only what it let through (what a raised limit then still allows)
-                for taken in (*(earlier for earlier, _ in counted), item):
-                    self.storage.incr(taken.key_for(identity), taken.get_expiry(), amount=-1)
-                return self._decision(item, key, 0, allowed=False)
-            counted.append((item, count))
-        item, count = min(counted, key=lambda pair: pair[0].amount - pair[1])
-        return self._decision(item, item.key_for(identity), item.amount - count, allowed=True)
+                for taken, who in (*((e, w) for e, w, _ in counted), (item, identity)):
+                    self.storage.incr(taken.key_for(who), taken.get_expiry(), amount=-1)
+                return self._decision(item, key, 0, allowed=False), index
+            counted.append((item, identity, count))
+        item, identity, count = min(counted, key=lambda entry: entry[0].amount - entry[2])
+        return self._decision(item, item.key_for(identity), item.amount - count,
+                              allowed=True), None
 
     def _decision(self, item, key, remaining, *, allowed) -> Decision:
         reset = self.storage.get_expiry(key)

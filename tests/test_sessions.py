@@ -227,6 +227,23 @@ def test_login_limited_per_address(config, schema, user):
     assert _login(client, user[1], addr="10.1.1.2").status_code == 200
 
 
+def test_a_login_refused_by_one_limit_is_counted_by_neither(config, schema, user):
+    """CONTRACT 3: attempts the username limit refuses do not use up the address's."""
+    client = TestClient(make_app(config.replace(
+        logins=dataclasses.replace(config.logins, per_username=2, per_address=5))))
+    for _ in range(2):
+        assert _login(client, user[1], "bad password", addr="10.2.2.2").status_code == 401
+    for _ in range(6):  # refused for the username: the address window is untouched
+        resp = _login(client, user[1], "bad password", addr="10.2.2.2")
+        assert resp.status_code == 429 and "username" in resp.json["error"]["message"]
+    # 2 of the address's 5 are used: three more usernames get through, the fourth is refused
+    for i in range(3):
+        assert _login(client, f"guess{i}-{uuid.uuid4().hex[:6]}", addr="10.2.2.2") \
+            .status_code == 401
+    resp = _login(client, f"late-{uuid.uuid4().hex[:6]}", addr="10.2.2.2")
+    assert resp.status_code == 429 and "address" in resp.json["error"]["message"]
+
+
 # --- account data ----------------------------------------------------------------------
 
 

@@ -111,14 +111,18 @@ class LoginGuard:
                               retry_after=decision.retry_after)
 
     def login(self, req, username: str):
+        """Counted per client address and per username together: an attempt refused by
+        one window is counted by neither."""
         address = client_address(req, self.trusted_proxies)
-        self._enforce(req, self.limiter.check_window("login:addr:" + address,
-                                                     self.per_address, self.window),
-                      "login attempts from this address")
         user_key = hashlib.sha256(username.lower().encode()).hexdigest()[:32]
-        self._enforce(req, self.limiter.check_window("login:user:" + user_key,
-                                                     self.per_username, self.window),
-                      "login attempts for this username")
+        checked = self.limiter.check_windows([
+            ("login:addr:" + address, self.per_address, self.window),
+            ("login:user:" + user_key, self.per_username, self.window)])
+        if checked is None:  # Redis is down: the limiter fails open
+            return
+        decision, refused_by = checked
+        self._enforce(req, decision, "login attempts for this username" if refused_by == 1
+                      else "login attempts from this address")
 
     def refresh(self, req):
         address = client_address(req, self.trusted_proxies)
