@@ -32,6 +32,8 @@ ASYNC_FIELDS = {
                                     "resume URL, a Make custom webhook."},
 }
 
+LABELS = {"client_reference_id": "Client Reference ID", "callback_url": "Callback URL"}
+
 _TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean",
           "array": "array", "object": "object"}
 
@@ -156,6 +158,19 @@ class Action:
     # it finished are in the database), so the reaper puts such a composition back on its
     # queue (at most ``jobs.engine.MAX_RESUMES`` times) instead of failing and refunding it.
     resumable: bool = False
+
+    def input_fields(self) -> tuple[Field, ...]:
+        """Every field a caller may send, as ``GET /zapier/v1/actions`` lists them: the
+        action's own, then the ones every action (and every asynchronous one) accepts."""
+        steering = [Field(name, max_length=spec.get("maxLength"), format=spec.get("format"),
+                          label=LABELS[name], help=spec["description"])
+                    for name, spec in COMMON_FIELDS.items()]
+        if self.mode == "async":
+            steering += [Field(name, max_length=spec.get("maxLength"),
+                               format=spec.get("format"), label=LABELS[name],
+                               help=spec["description"])
+                         for name, spec in ASYNC_FIELDS.items()]
+        return (*self.fields, *steering)
 
     def json_schema(self) -> dict:
         props = {f.name: f.json_schema() for f in self.fields}

@@ -120,7 +120,7 @@ class ActionService:
             "credits": overrides.get(a.name, self.config.prices.get(a.name, a.price)),
             "pricing": a.pricing_doc or "fixed price per call",
             "async": a.mode == "async", "ttl": a.ttl_s * 1000 if a.ttl_s else None,
-            "inputFields": [f.describe() for f in a.fields],
+            "inputFields": [f.describe() for f in a.input_fields()],
         } for a in self.registry]
 
     def run(self, caller, name, body, *, idempotency_key, request_id, method, path,

@@ -292,6 +292,10 @@ def cmd_reap(config, args):
 def _bootstrap(config):
     """First run on embedded defaults: an admin key kept under DATA_DIR and a demo account.
 
+    Only on the embedded SQLite database (``make run``'s trial setup). On any other database
+    (a real deployment) nothing is made up: without ``ADMIN_KEY`` the admin routes answer
+    403 (CONTRACT 10), and no account appears that the operator did not create.
+
     Returns ``(admin_key, notes, api_key)``: ``api_key`` is the demo account's key when it
     was created now (a key is shown once; later starts only have its hash), else None."""
     from metering.models import Account
@@ -299,6 +303,11 @@ def _bootstrap(config):
 
     notes = []
     admin_key = config.admin_key
+    if not config.database_url.startswith("sqlite"):
+        if not admin_key:
+            notes.append("ADMIN_KEY is unset: the admin routes answer 403 FORBIDDEN")
+        notes.append("create an account with: gateway accounts create NAME --credits N")
+        return admin_key, notes, None
     if not admin_key:
         path = config.data_dir / "admin_key"
         if not path.exists():

@@ -157,3 +157,33 @@ def test_generation_on_embedded_defaults(tmp_path):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
         stop_embedded_redis(tmp_path)
+
+
+def test_serve_on_a_real_database_makes_up_no_admin_key_or_account(tmp_path, pg_url, schema,
+                                                                   redis_prefix):
+    """The trial bootstrap is for the embedded SQLite file only: against PostgreSQL with
+    ADMIN_KEY unset the admin routes answer 403 (CONTRACT 10) and no demo account appears."""
+    from conftest import REDIS_BASE
+    from metering import db as dbmod
+    from metering.models import Account
+
+    env = {**_embedded_env(tmp_path), "DATABASE_URL": pg_url, "REDIS_URL": REDIS_BASE,
+           "REDIS_PREFIX": redis_prefix + "serve"}
+    proc = None
+    try:
+        proc, url, out = _serve(tmp_path, env, free_port(), ("stop with Ctrl-C",))
+        assert "ADMIN_KEY is unset" in out and "admin key (from" not in out, out
+        assert "demo account" not in out and "API key: gwk_" not in out
+        assert not (tmp_path / "admin_key").exists()
+        refused = requests.post(url + "/admin/accounts", json={"username": "x"},
+                                headers={"X-Administration-Key": "anything"}, timeout=10)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "FORBIDDEN"
+        with dbmod.connection():
+            assert not Account.select().where(Account.username == "demo").exists()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)

@@ -27,12 +27,18 @@ def test_listed_at_zero_and_free_by_default(client, make_account):
     account_id, key = make_account(credits=5)
     listed = _catalogue(client, key)
     assert listed["health"]["credits"] == 0 and listed["list-posts"]["credits"] == 0
-    assert listed["health"]["async"] is False and listed["health"]["inputFields"] == []
+    assert listed["health"]["async"] is False
+    assert [f["key"] for f in listed["health"]["inputFields"]] == ["client_reference_id"]
     fields = {f["key"]: f for f in listed["list-posts"]["inputFields"]}
     assert set(fields) >= {"startDate", "endDate", "contentType", "postFormat", "searchText",
                            "customTags", "contentLabel", "pageNo", "itemsPerPage", "limit",
                            "cursor"}
     assert fields["itemsPerPage"]["maximum"] == 100 and not fields["pageNo"]["required"]
+    # every action lists the fields every action accepts; asynchronous ones callback_url
+    for name, action in listed.items():
+        keys = [f["key"] for f in action["inputFields"]]
+        assert "client_reference_id" in keys, name
+        assert ("callback_url" in keys) == action["async"], name
 
     health = client.simulate_post("/zapier/v1/health", headers=bearer(key), json={})
     assert health.status_code == 200, health.text

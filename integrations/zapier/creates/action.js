@@ -25,6 +25,11 @@ const SEARCHES = {
 // what they were sent): still usable from an existing Zap, but hidden from the Zap editor.
 const DEBUG = new Set(['echo', 'echo-async']);
 
+// Actions the app already offers in a better shape: hidden from the Zap editor like DEBUG.
+// `health` is the connection test's job (GET /zapier/v1/me); `list-posts` is the New Post
+// trigger (triggers/new_post.js), which polls the same list.
+const COVERED = new Set(['health', 'list-posts']);
+
 // Zapier keys: letters first, then letters, digits and underscores.
 const createKey = (name) => DEDICATED[name] || `run_${name.replace(/[^A-Za-z0-9]+/g, '_')}`;
 
@@ -238,7 +243,7 @@ const makeCreate = (action) => {
     display: {
       label: title,
       description: (action.description || `Runs the gateway action ${action.name}.`).slice(0, 1000),
-      ...(DEBUG.has(action.name) ? { hidden: true } : {}),
+      ...(DEBUG.has(action.name) || COVERED.has(action.name) ? { hidden: true } : {}),
     },
     operation: {
       inputFields: [inputFieldsFor(action.name)],
@@ -267,6 +272,7 @@ module.exports = {
   COMPOSITION_CREATE_OUTPUT_FIELDS,
   createKey,
   creates,
+  COVERED,
   DEBUG,
   DEDICATED,
   makeCreate,

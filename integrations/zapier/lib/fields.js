@@ -14,7 +14,12 @@ const ALWAYS_REFUSED = new Set([
   'controlNetPreset', // generate-video: "not supported by this gateway"
 ]);
 
-const offered = (fields) => (fields || []).filter((f) => !ALWAYS_REFUSED.has(f.key));
+// Fields the gateway lists for every (asynchronous) action that the app fills in itself:
+// callback_url is Zapier's z.generateCallbackUrl() (creates/action.js).
+const APP_SET = new Set(['callback_url']);
+
+const offered = (fields) => (fields || []).filter(
+  (f) => !ALWAYS_REFUSED.has(f.key) && !APP_SET.has(f.key));
 
 // Zapier's style guide wants Title Case labels; the gateway writes sentence case
 // ("Negative prompt"). Small words stay lower case inside a label, and words that already
@@ -130,5 +135,5 @@ const buildBody = (fields, inputData) => {
 };
 
 module.exports = {
-  ALWAYS_REFUSED, buildBody, coerce, offered, titleCase, toZapierField,
+  ALWAYS_REFUSED, APP_SET, buildBody, coerce, offered, titleCase, toZapierField,
 };

@@ -13,9 +13,11 @@ const zapier = require('zapier-platform-core');
 
 const snapshot = require('../catalogue.snapshot.json');
 const {
-  applyModel, createKey, DEBUG, DEDICATED, SEARCHES,
+  applyModel, COVERED, createKey, DEBUG, DEDICATED, SEARCHES,
 } = require('../creates/action');
-const { ALWAYS_REFUSED, buildBody, titleCase, toZapierField } = require('../lib/fields');
+const {
+  ALWAYS_REFUSED, buildBody, offered, titleCase, toZapierField,
+} = require('../lib/fields');
 const hooks = require('../triggers/composition_hooks');
 const runProject = require('../creates/run_project');
 
@@ -221,10 +223,19 @@ describe('review rules (definition)', () => {
     titleCase('Size of the output').should.equal('Size of the Output');
   });
 
-  it('hides the debug actions and the dropdown triggers, and nothing else', () => {
+  it('hides the debug actions, the covered ones and the dropdown triggers, and nothing else', () => {
     const hidden = operations(app).filter(({ op }) => op.display.hidden).map(({ op }) => op.key).sort();
-    hidden.should.eql(['content_list', 'model_list', 'project_list', 'run_echo', 'run_echo_async']);
+    hidden.should.eql(['content_list', 'model_list', 'project_list', 'run_echo', 'run_echo_async',
+      'run_health', 'run_list_posts']);
     [...DEBUG].map(createKey).sort().should.eql(['run_echo', 'run_echo_async']);
+    [...COVERED].map(createKey).sort().should.eql(['run_health', 'run_list_posts']);
+  });
+
+  it('fills callback_url itself and never shows it', () => {
+    const fields = [{ key: 'callback_url', type: 'string' }, { key: 'client_reference_id', type: 'string' }];
+    offered(fields).map((f) => f.key).should.eql(['client_reference_id']);
+    buildBody(fields, { callback_url: 'https://x.test/cb', client_reference_id: 'r1' })
+      .should.eql({ client_reference_id: 'r1' });
   });
 
   it('offers Estimate Cost as a search, not a create', () => {

@@ -9,7 +9,7 @@ const {
   runWithCallback, startReceiver, testers,
 } = require('./helpers');
 const { createKey, DEDICATED, SEARCHES } = require('../creates/action');
-const { ALWAYS_REFUSED, titleCase } = require('../lib/fields');
+const { ALWAYS_REFUSED, APP_SET, titleCase } = require('../lib/fields');
 const { SAMPLE_FAILED } = require('../triggers/composition_hooks');
 const snapshot = require('../catalogue.snapshot.json');
 
@@ -133,7 +133,8 @@ describe('live gateway', function () {
       for (const action of catalogue.items.filter((a) => !DEDICATED[a.name] && !SEARCHES[a.name])) {
         const key = createKey(action.name);
         const fields = await appTester(App.creates[key].operation.inputFields, apiKeyBundle());
-        const offered = action.inputFields.filter((f) => !ALWAYS_REFUSED.has(f.key));
+        const offered = action.inputFields.filter(
+          (f) => !ALWAYS_REFUSED.has(f.key) && !APP_SET.has(f.key));
         fields.map((f) => f.key).should.eql(offered.map((f) => f.key));
         offered.forEach((src, i) => {
           const f = fields[i];
