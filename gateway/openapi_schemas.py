@@ -144,8 +144,13 @@ HOOK = obj({"id": s(None, "hook_6b8n0m2k4j"),
             "target_url": s(None, "https://hooks.zapier.com/hooks/standard/1/abc", format="uri"),
             "createdAt": TS})
 
+def ITEM_ID(example):  # noqa: N802 (reads as the schema constant it makes)
+    """Every list item's stable ``id`` (CONTRACT 7), beside the seed's own name for it."""
+    return s("The item's stable id (the same value as its seed-named id)", example)
+
+
 CONTENT_ITEM = obj({
-    "contentId": s(None, "cnt_5t7y9u1i3o"), "userId": ACCOUNT_ID,
+    "id": ITEM_ID("cnt_5t7y9u1i3o"), "contentId": s(None, "cnt_5t7y9u1i3o"), "userId": ACCOUNT_ID,
     "type": {"enum": ["image", "video"], "examples": ["image"]},
     "fileName": s(None, "photo.jpg"), "contentType": s(None, "image/jpeg"),
     "size": i("Bytes", 48213), "checksum": obj({"sha256": s(None, "9f86d081884c7d65")}),
@@ -164,16 +169,18 @@ MEMBERSHIP = {"tier": i("0: no membership", 0), "tierExpiration": NTS,
                   "nextBillingDate": NTS}, required=[]))}
 
 PROJECT = obj({
-    "project_id": s(None, "proj_1q2w3e4r5t"), "name": s(None, "Product shots"),
+    "id": ITEM_ID("proj_1q2w3e4r5t"), "project_id": s(None, "proj_1q2w3e4r5t"),
+    "name": s(None, "Product shots"),
     "title": s(None, "Product shots"), "description": NSTR, "data": ANY,
     "visibility": {"enum": ["private", "unlisted", "public"], "examples": ["private"]},
     "node_data": ANY, "connection_data": ANY, "manual_data": ANY, "graph": FREE,
     "variables": arr(FREE), "owner": NSTR, "is_owner": BOOL, "likes": INT, "saves": INT,
     "runs": INT, "liked": BOOL, "saved": BOOL, "created_at": TS, "updated_at": TS},
-    required=["project_id", "name", "visibility", "created_at"])
+    required=["id", "project_id", "name", "visibility", "created_at"])
 
 RUN = obj({
-    "run_id": s(None, "comp_7u8i9o0p1a"), "project_id": STR, "project_name": NSTR,
+    "id": ITEM_ID("comp_7u8i9o0p1a"), "run_id": s(None, "comp_7u8i9o0p1a"), "project_id": STR,
+    "project_name": NSTR,
     "status": {"enum": ["queued", "running", "completed", "failed", "cancelled"],
                "examples": ["queued"]},
     "progress": i(None, 0, minimum=0, maximum=100), "seed": NINT, "variables": FREE,
@@ -183,7 +190,7 @@ RUN = obj({
     "nodes": arr(FREE), "line_items": arr(obj({"node": STR, "type": STR, "credits": INT},
                                                required=[])),
     "links": obj({"self": URL, "events": URL, "cancel": URL, "retry": URL, "composition": URL}),
-}, required=["run_id", "project_id", "status", "progress", "links"])
+}, required=["id", "run_id", "project_id", "status", "progress", "links"])
 
 FILE_METADATA = obj({"id": s(None, "cnt_5t7y9u1i3o"),
                      "publicUrl": s(None, "https://gateway.example.com/getFile?id=cnt_5t7y9u1i3o",
@@ -192,7 +199,8 @@ FILE_METADATA = obj({"id": s(None, "cnt_5t7y9u1i3o"),
                      "checksum": STR, "checksumAlgorithm": {"const": "sha256"},
                      "ownerId": ACCOUNT_ID, "customMetadata": FREE})
 
-COLLABORATION = obj({"collaborationId": s(None, "col_2s4d6f8g0h"), "contentId": STR,
+COLLABORATION = obj({"id": ITEM_ID("col_2s4d6f8g0h"),
+                     "collaborationId": s(None, "col_2s4d6f8g0h"), "contentId": STR,
                      "ownerId": ACCOUNT_ID, "collaboratorId": ACCOUNT_ID,
                      "permissions": s("read or write", "read"),
                      "role": {"enum": ["owner", "collaborator"], "examples": ["owner"]},

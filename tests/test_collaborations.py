@@ -89,6 +89,7 @@ def test_permissions_quota_and_isolation(lclient, make_account):
     assert up.status_code == 200 and up.json["data"]["permissions"] == "write"
     mine = lclient.simulate_get("/collaboration/list", headers=bearer(rkey)).json["data"]
     assert [c["role"] for c in mine["items"]] == ["collaborator"]
+    assert [c["id"] for c in mine["items"]] == [c["collaborationId"] for c in mine["items"]]
     assert lclient.simulate_delete(f"/collaboration/{rid}", headers=bearer(rkey)).status_code \
         == 200
     assert lclient.simulate_get(f"/content/{cid}", headers=bearer(rkey)).status_code == 404

@@ -143,6 +143,7 @@ def test_multipart_and_url_uploads_verify_checksums(capp, cclient, make_account,
     listed = cclient.simulate_get("/content/list", headers=bearer(key),
                                   params={"limit": 1}).json["data"]
     assert len(listed["items"]) == 1 and listed["next"] and listed["total"] == 2
+    assert listed["items"][0]["id"] == listed["items"][0]["contentId"]  # CONTRACT 7
 
 
 def test_range_etag_and_head(cclient, make_account):

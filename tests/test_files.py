@@ -270,6 +270,7 @@ def test_seed_000_get_base64_and_list_pages(fclient, make_account):
     page = first.json["data"]
     assert (page["total"], page["pages"], page["page"], page["limit"]) == (3, 2, 1, 2)
     assert [f["file_id"] for f in page["files"]] == [ids[2], ids[1]]  # newest first
+    assert [f["id"] for f in page["files"]] == [ids[2], ids[1]]  # CONTRACT 7: a stable id
     assert page["next"].startswith("http://gateway.test/api/file/list?")
     second = fclient.simulate_get("/api/file/list", headers=bearer(key),
                                   query_string=page["next"].split("?", 1)[1]).json["data"]

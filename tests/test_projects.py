@@ -51,8 +51,9 @@ def test_create_get_update_delete(client, make_account):
     resp = client.simulate_post("/api/project/update", headers=bearer(key), json={
         "project_id": pid, "name": "renamed", "visibility": "unlisted"})
     assert resp.status_code == 200, resp.text
-    assert resp.json["data"]["message"]
+    assert resp.json["data"]["message"] == "Project updated successfully"  # seed 000
     updated = resp.json["data"]["project"]
+    assert updated["id"] == updated["project_id"] == pid  # CONTRACT 7: a stable id
     assert updated["name"] == "renamed" and updated["visibility"] == "unlisted"
     assert updated["node_data"] == NODES  # untouched
 
@@ -65,6 +66,7 @@ def test_create_get_update_delete(client, make_account):
     gone = client.simulate_request("DELETE", "/api/project/delete", headers=bearer(key),
                                    params={"project_id": pid})
     assert gone.status_code == 200, gone.text
+    assert gone.json["data"]["message"] == "Project deleted successfully"
     assert get(client, key, pid).status_code == 404
 
 
@@ -86,6 +88,7 @@ def test_parameters_from_the_query_string_and_body_checks(client, make_account):
     assert get(client, key, "").status_code == 400
     listed = client.simulate_get("/api/project/list/mine", headers=bearer(key)).json["data"]
     assert listed["total"] == 1
+    assert all(p["id"] == p["project_id"] for p in listed["projects"])  # CONTRACT 7
 
 
 def test_visibility_private_unlisted_public(client, make_account):
@@ -222,7 +225,7 @@ def test_run_list_record_cancel_events_and_retry_without_a_worker(client, make_a
                                  params={"project_id": pid}).json["data"]
     assert listed["total"] == 1 and listed["next"] is None
     (record,) = listed["runs"]
-    assert record["run_id"] == run_id and record["status"] == "queued"
+    assert record["run_id"] == record["id"] == run_id and record["status"] == "queued"
     assert record["seed"] == 4 and record["estimated_cost"] == 1
     assert record["links"]["self"] == f"http://gateway.test/api/project/runs/{run_id}"
 

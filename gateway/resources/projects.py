@@ -128,7 +128,8 @@ class ProjectUpdate(_Projects):
             normal = self._graph(merged)
         project = projects.update(caller.account_id, project.id, fields, normal,
                                   now=self.clock.now())
-        ok(req, resp, {"message": "Project updated", "project": self._view(req, project)})
+        ok(req, resp, {"message": "Project updated successfully",
+                       "project": self._view(req, project)})
 
 
 class ProjectGet(_Projects):
@@ -167,7 +168,8 @@ class ProjectDelete(_Projects):
     def _delete(self, req, resp):
         params = seed_params(req, ID_BODY)
         projects.delete(req.context.caller.account_id, params["project_id"])
-        ok(req, resp, {"message": "Project deleted", "project_id": params["project_id"]})
+        ok(req, resp, {"message": "Project deleted successfully",
+                       "project_id": params["project_id"]})
 
 
 class ProjectListMine(_Projects):

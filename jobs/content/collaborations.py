@@ -73,7 +73,8 @@ def visible(account_id, content_id=None):
 
 
 def view(row, viewer_id) -> dict:
-    return {"collaborationId": row.id, "contentId": row.content_id, "ownerId": row.owner_id,
+    return {"id": row.id, "collaborationId": row.id, "contentId": row.content_id,
+            "ownerId": row.owner_id,
             "collaboratorId": row.collaborator_id, "permissions": row.permissions,
             "role": "owner" if row.owner_id == viewer_id else "collaborator",
             "createdAt": iso(row.created_at), "updatedAt": iso(row.updated_at)}

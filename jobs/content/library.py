@@ -496,7 +496,7 @@ class Library:
     def item_json(self, item, viewer_id, base_url=None) -> dict:
         base_url = self.base_url if base_url is None else base_url
         return {
-            "contentId": item.id, "userId": item.account_id, "type": item.kind,
+            "id": item.id, "contentId": item.id, "userId": item.account_id, "type": item.kind,
             "fileName": item.filename, "contentType": item.content_type, "size": item.size,
             "checksum": {"sha256": item.sha256}, "description": item.description,
             "tags": json.loads(item.tags), "version": item.version,

@@ -208,7 +208,7 @@ def view(account_id, project: Project) -> dict:
 def _view(project, account_id, flags, owner) -> dict:
     graph = decoded(project, "graph") or {}
     return {
-        "project_id": project.id, "name": project.name, "title": project.name,
+        "id": project.id, "project_id": project.id, "name": project.name, "title": project.name,
         "description": project.description, "data": decoded(project, "data"),
         "visibility": project.visibility, "node_data": decoded(project, "node_data"),
         "connection_data": decoded(project, "connection_data"),

@@ -162,7 +162,8 @@ def run_json(comp, run, nodes, base) -> dict:
     ``jobs.views.base_url``."""
     link = f"{base}/api/project/runs/{comp.uid}"
     return {
-        "run_id": comp.uid, "project_id": run.project, "project_name": run.project_name,
+        "id": comp.uid, "run_id": comp.uid, "project_id": run.project,
+        "project_name": run.project_name,
         "status": comp.status, "progress": comp.progress, "seed": run.seed,
         "variables": json.loads(run.variables or "{}"), "estimated_cost": run.estimate,
         "creditsUsed": comp.credits, "txnReceipt": comp.receipt,
