@@ -166,6 +166,11 @@ def test_five_node_graph_on_the_seed_sse_face(gconfig, schema, gen_account):
         stop_worker(proc)
     assert resp.status_code == 200, resp.text
     assert resp.headers["content-type"].startswith("text/event-stream")
+    # the stream's meta, as headers (CONTRACT 1, 9)
+    assert resp.headers["X-Txn-Receipt"].startswith("txn_")
+    assert int(resp.headers["X-Credits-Used"]) == cost
+    assert int(resp.headers["X-Available-Credit"]) == 200 - cost
+    assert int(resp.headers["X-TTL"]) > 0
     events = parse_sse(resp.text)
     names = [e for _, e, _ in events]
     assert names[0] == "run.started" and names[-1] == "run.completed", names

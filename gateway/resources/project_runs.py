@@ -59,10 +59,28 @@ UNAVAILABLE = {"description": "SERVICE_UNAVAILABLE: no event wake-ups (Redis is 
                    "$ref": "#/components/schemas/Error"}}}}
 
 
-def _sse_responses(method, description) -> dict:
+def _header(description, schema_type="string"):
+    return {"description": description, "schema": {"type": schema_type}}
+
+
+# The envelope's meta of a charged stream (it has no envelope to carry it)
+RUN_HEADERS = {
+    "X-Run-ID": _header("The run (its record: Location)"),
+    "Location": _header("The run record's URL"),
+    "X-Txn-Receipt": _header("The debit's receipt (absent when nothing was charged)"),
+    "X-Credits-Used": _header("Credits debited", "integer"),
+    "X-Available-Credit": _header("The balance after the debit (with X-Txn-Receipt)",
+                                  "integer"),
+    "X-TTL": _header("Milliseconds the run may take before it is failed and refunded",
+                     "integer"),
+}
+
+
+def _sse_responses(method, description, headers=None) -> dict:
     return {method: {
         "200": {"description": description,
-                "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                **({"headers": headers} if headers else {})},
         "429": LIMITED, "503": UNAVAILABLE, "default": ERROR}}
 
 
@@ -217,13 +235,15 @@ class RunStart(_Runs):
     `id:` the event id, `event:` its type (run.started, node.cached, node.started,
     node.progress, node.completed, node.failed, then run.completed, run.failed or
     run.cancelled), `data:` JSON. Headers: X-Run-ID, Location (the run record),
-    X-Txn-Receipt and X-Credits-Used. If the connection drops, GET
+    X-Txn-Receipt, X-Credits-Used, X-Available-Credit and X-TTL (the envelope's meta).
+    If the connection drops, GET
     /api/project/runs/{run_id}/events with Last-Event-ID resumes it."""
 
     scope = RUN
     openapi_tag = "Project runs"
     openapi_idempotent = True
-    openapi_responses = _sse_responses("post", "text/event-stream of the run's events")
+    openapi_responses = _sse_responses("post", "text/event-stream of the run's events",
+                                       RUN_HEADERS)
 
     def __init__(self, deps):
         super().__init__(deps)
@@ -249,9 +269,13 @@ class RunStart(_Runs):
         mark_outcome(resp, ACTION, outcome)
         resp.set_header("X-Run-ID", uid)
         resp.set_header("Location", f"{base_url(req, self.config)}/api/project/runs/{uid}")
+        # A stream has no envelope: its meta (CONTRACT 1) travels as headers.
         if outcome.meta.get("txnReceipt"):
             resp.set_header("X-Txn-Receipt", outcome.meta["txnReceipt"])
+            resp.set_header("X-Available-Credit", str(outcome.meta["availableCredit"]))
         resp.set_header("X-Credits-Used", str(outcome.meta.get("creditsUsed", 0)))
+        if outcome.meta.get("ttl"):
+            resp.set_header("X-TTL", str(outcome.meta["ttl"]))
 
 
 class RunList(_Runs):
