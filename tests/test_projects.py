@@ -87,7 +87,7 @@ def test_parameters_from_the_query_string_and_body_checks(client, make_account):
         assert bad.json["error"]["code"] == "INVALID_REQUEST"
     assert get(client, key, "").status_code == 400
     listed = client.simulate_get("/api/project/list/mine", headers=bearer(key)).json["data"]
-    assert listed["total"] == 1
+    assert listed["total"] == 1 and listed["limit"] == 50  # CONTRACT 7's default
     assert all(p["id"] == p["project_id"] for p in listed["projects"])  # CONTRACT 7
 
 

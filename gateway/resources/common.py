@@ -364,7 +364,7 @@ PAGE_QUERY = [
     {"name": "page", "in": "query", "required": False,
      "schema": {**int_schema(1, MAX_PAGE_NO), "default": 1}},
     {"name": "limit", "in": "query", "required": False,
-     "schema": {**int_schema(1, MAX_LIMIT), "default": 20}},
+     "schema": {**int_schema(1, MAX_LIMIT), "default": 50}},
 ]
 
 
@@ -401,9 +401,10 @@ def _query_value(raw, prop):
 
 
 def page_params(req) -> tuple[int, int]:
-    """``(page, limit)`` of a seed-style list: page from 1, limit 1-100 (default 20)."""
+    """``(page, limit)`` of a seed-style list: page from 1, limit 1-100 (default 50, as
+    every list: CONTRACT 7)."""
     return (int_param(req, "page", 1, 1, MAX_PAGE_NO),
-            int_param(req, "limit", 20, 1, MAX_LIMIT))
+            int_param(req, "limit", 50, 1, MAX_LIMIT))
 
 
 def page_answer(req, config, key, items, total, page, limit) -> dict:

@@ -173,7 +173,7 @@ class FileGet(_Files):
 
 class FileList(_Files):
     """Your files and those shared with you, newest first (seed 000; page, limit 1-100,
-    default 20): each is the content item JSON with ``file_id``."""
+    default 50): each is the content item JSON with ``file_id``."""
 
     scope = READ
     openapi_tag = "Files"

@@ -279,7 +279,7 @@ class RunStart(_Runs):
 
 
 class RunList(_Runs):
-    """Your runs, newest first (project_id narrows; page, limit 1-100, default 20).
+    """Your runs, newest first (project_id narrows; page, limit 1-100, default 50).
 
     A project_id you cannot see (someone else's private project) is 404."""
 

@@ -173,7 +173,7 @@ class ProjectDelete(_Projects):
 
 
 class ProjectListMine(_Projects):
-    """Your projects, newest first (page, limit 1-100, default 20)."""
+    """Your projects, newest first (page, limit 1-100, default 50)."""
 
     scope = READ
     openapi_tag = "Projects"
