@@ -65,7 +65,7 @@ def route_table(deps) -> list[tuple[str, object]]:
         ("/outputs/{uid}/{name}", compositions.OutputFile(deps.storage)),
         # Lists, triggers and webhooks (CONTRACT 7)
         ("/list-posts", posts.ListPosts(config, service)),
-        ("/zapier/v1/hooks", hooks.Hooks(config, deps.actions.policy)),
+        ("/zapier/v1/hooks", hooks.Hooks(config, deps.actions.policy, deps.clock)),
         ("/zapier/v1/hooks/{hook_id}", hooks.HookItem()),
         ("/zapier/v1/hooks/secret/rotate", hooks.HookSecretRotate()),
         ("/zapier/v1/credits/low-threshold", hooks.LowCreditThreshold()),

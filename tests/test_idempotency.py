@@ -344,3 +344,59 @@ def test_gateway_cleanup_command_purges_and_prints_count(client, make_account, c
     fresh = _post(client, key, {"message": "old"}, idem="old0")
     assert fresh.status_code == 200 and "Idempotent-Replayed" not in fresh.headers
     assert ledger_sum(account_id) == (1, 1)
+
+
+def test_creating_posts_replay_their_first_answer_without_the_secret(lclient, make_account):
+    """CONTRACT 5 on the POSTs that create or change something besides actions: a retried
+    hook subscription, webhook endpoint or cancel with its key makes nothing twice; a
+    secret shown once is not kept in the record, so the replay comes without it."""
+    account_id, key = make_account(credits=5)
+    headers = {**bearer(key), "Idempotency-Key": "sub-1"}
+    body = {"target_url": "http://127.0.0.1:9/hook", "event": "composition.completed"}
+    first = lclient.simulate_post("/zapier/v1/hooks", headers=headers, json=body)
+    again = lclient.simulate_post("/zapier/v1/hooks", headers=headers, json=body)
+    assert first.status_code == again.status_code == 201, (first.text, again.text)
+    assert first.json["data"]["secret"].startswith("whsec_")
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json["data"]["id"] == first.json["data"]["id"]
+    assert "secret" not in again.json["data"]
+    other = lclient.simulate_post("/zapier/v1/hooks", headers=headers,
+                                  json={**body, "event": "post.created"})
+    assert other.status_code == 422 and other.json["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    listed = lclient.simulate_get("/zapier/v1/hooks", headers=bearer(key)).json["data"]
+    assert [h["id"] for h in listed["items"]] == [first.json["data"]["id"]]
+    # a refused request releases its key: nothing was made, the right body then works
+    bad = lclient.simulate_post("/zapier/v1/hooks", json={"target_url": "ftp://x", "event":
+                                "composition.completed"},
+                                headers={**bearer(key), "Idempotency-Key": "sub-2"})
+    assert bad.status_code == 400
+    fixed = lclient.simulate_post("/zapier/v1/hooks", json=body,
+                                  headers={**bearer(key), "Idempotency-Key": "sub-2"})
+    assert fixed.status_code == 201 and "secret" not in fixed.json["data"]  # not the first
+
+    ep = {"url": "http://127.0.0.1:9/endpoint", "events": ["composition.completed"]}
+    made = lclient.simulate_post("/zapier/v1/webhook-endpoints", json=ep,
+                                 headers={**bearer(key), "Idempotency-Key": "ep-1"})
+    replay = lclient.simulate_post("/zapier/v1/webhook-endpoints", json=ep,
+                                   headers={**bearer(key), "Idempotency-Key": "ep-1"})
+    assert made.status_code == replay.status_code == 201, made.text
+    assert made.json["data"]["secret"] and "secret" not in replay.json["data"]
+    assert replay.json["data"]["id"] == made.json["data"]["id"]
+    endpoints = lclient.simulate_get("/zapier/v1/webhook-endpoints", headers=bearer(key))
+    assert len(endpoints.json["data"]["items"]) == 1
+
+    queued = lclient.simulate_post("/zapier/v1/echo-async", params={"wait": "0"},
+                                   json={"message": "hi"}, headers=bearer(key))
+    assert queued.status_code == 202, queued.text
+    uid = queued.json["data"]["composition"]["uid"]
+    cancel = {**bearer(key), "Idempotency-Key": "cancel-1"}
+    first_cancel = lclient.simulate_post(f"/zapier/v1/compositions/{uid}/cancel",
+                                         headers=cancel)
+    retried = lclient.simulate_post(f"/zapier/v1/compositions/{uid}/cancel", headers=cancel)
+    assert first_cancel.status_code == retried.status_code == 200, retried.text
+    assert retried.headers.get("Idempotent-Replayed") == "true"
+    assert retried.json["data"] == first_cancel.json["data"]
+    assert first_cancel.json["data"]["composition"]["status"] == "cancelled"
+    unkeyed = lclient.simulate_post(f"/zapier/v1/compositions/{uid}/cancel", headers=bearer(key))
+    assert unkeyed.status_code == 409  # without a key, an ended composition is a conflict
+    assert ledger_sum(account_id) == (5, 5)  # the cancel refunded the one credit, once

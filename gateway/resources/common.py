@@ -22,6 +22,7 @@ from gateway.envelope import ok
 from jobs import engine, events, queries, views
 from jobs.content import library as lib
 from jobs.models import Composition
+from metering import idempotency
 from metering.cursors import MAX_LIMIT, MAX_PAGE_NO
 
 MAX_WAIT_S = 60
@@ -470,3 +471,34 @@ def mark_outcome(resp, action: str, outcome) -> None:
         metrics.IDEMPOTENT_REPLAYS.inc()
     elif outcome.meta.get("txnReceipt"):
         metrics.count_debit(action, outcome.meta["creditsUsed"])
+
+
+def once(req, resp, scope: str, body, work, *, clock, config, secrets=()) -> None:
+    """Answer an account's POST that creates or changes something, at most once per
+    ``Idempotency-Key`` (CONTRACT 5): ``work()`` -> ``(status, data)`` runs in one
+    transaction with the key's record, and the same key with the same request replays the
+    first answer with ``Idempotent-Replayed: true`` (another request: 422). Without a key
+    it just runs.
+
+    ``secrets`` name the fields of ``data`` shown only once (a signing secret): they are
+    never written to the idempotency record, so a replay answers without them."""
+    key = req.get_header("Idempotency-Key")
+    if key is None:
+        status, data = work()
+        ok(req, resp, data, status=status)
+        return
+    shown = {}
+
+    def run():
+        status, data = work()
+        shown.update({k: data[k] for k in secrets if k in data})
+        return status, {"data": {k: v for k, v in data.items() if k not in secrets}}, None
+
+    answer = idempotency.once(
+        req.context.caller.account_id, scope, key,
+        idempotency.request_hash(req.method, req.path, body), run, now=clock.now(),
+        ttl_s=config.idempotency_ttl_s, lock_s=config.idempotency_lock_s)
+    if answer.replayed:
+        resp.set_header("Idempotent-Replayed", "true")
+        metrics.IDEMPOTENT_REPLAYS.inc()
+    ok(req, resp, {**answer.body["data"], **shown}, status=answer.status)

@@ -21,6 +21,7 @@ from gateway.resources.common import (
     composition_view,
     int_param,
     next_url,
+    once,
     send_event_stream,
     wait_for,
     wait_seconds,
@@ -92,20 +93,27 @@ class CompositionCancel:
     scope = "actions:run"
 
     openapi_tag = "Compositions"
+    openapi_idempotent = True
 
     def __init__(self, config, redis, clock):
         self.config, self.redis, self.clock = config, redis, clock
 
     def on_post(self, req, resp, uid):
         account_id = req.context.caller.account_id
-        if engine.get(account_id, uid).action == RUN_PROJECT:  # the executor settles it
-            executor.cancel(account_id, uid, self.redis, self.config.redis_prefix,
-                            now=self.clock.now(), config=self.config)
-        else:
-            engine.cancel(account_id, uid, self.redis, self.config.redis_prefix,
-                          now=self.clock.now())
-        comp = engine.get(account_id, uid)
-        ok(req, resp, {"composition": composition_view(comp, req, self.config, self.redis)})
+        engine.get(account_id, uid)  # NOT_FOUND before a key is claimed for nothing
+
+        def cancel():
+            if engine.get(account_id, uid).action == RUN_PROJECT:  # the executor settles it
+                executor.cancel(account_id, uid, self.redis, self.config.redis_prefix,
+                                now=self.clock.now(), config=self.config)
+            else:
+                engine.cancel(account_id, uid, self.redis, self.config.redis_prefix,
+                              now=self.clock.now())
+            comp = engine.get(account_id, uid)
+            return 200, {"composition": composition_view(comp, req, self.config, self.redis)}
+
+        # A retried cancel with its key replays the first answer, not 409 "already ended".
+        once(req, resp, "cancel", {"uid": uid}, cancel, clock=self.clock, config=self.config)
 
 
 class CompositionEvents:

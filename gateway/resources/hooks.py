@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from core.clock import SYSTEM
 from core.errors import InvalidRequest
 from core.timefmt import iso
 from gateway.envelope import ok
-from gateway.resources.common import LIST_QUERY, json_body, list_params, next_url
+from gateway.resources.common import LIST_QUERY, json_body, list_params, next_url, once
 from jobs import queries, webhooks
 
 
@@ -27,20 +28,26 @@ class Hooks:
                              "properties": {"target_url": {"type": "string", "format": "uri"},
                                             "event": {"enum": list(webhooks.EVENTS)}}}}
     openapi_query = {"get": LIST_QUERY}
+    openapi_idempotent = True
 
-    def __init__(self, config, policy):
-        self.config, self.policy = config, policy
+    def __init__(self, config, policy, clock=SYSTEM):
+        self.config, self.policy, self.clock = config, policy, clock
 
     def on_post(self, req, resp):
         body = json_body(req)
         account_id = req.context.caller.account_id
-        first = not queries.has_webhook_secret(account_id)
-        hook = webhooks.create_hook(account_id, body.get("target_url"), body.get("event"),
-                                    self.policy)
-        data = hook_view(hook)
-        if first:
-            data["secret"] = webhooks.secret_for(account_id)  # shown once; rotate to change
-        ok(req, resp, data, status=201)
+
+        def subscribe():
+            first = not queries.has_webhook_secret(account_id)
+            hook = webhooks.create_hook(account_id, body.get("target_url"), body.get("event"),
+                                        self.policy)
+            data = hook_view(hook)
+            if first:
+                data["secret"] = webhooks.secret_for(account_id)  # shown once; rotate it
+            return 201, data
+
+        once(req, resp, "hooks", body, subscribe, clock=self.clock, config=self.config,
+             secrets=("secret",))
 
     def on_get(self, req, resp):
         limit, cursor = list_params(req)

@@ -4,7 +4,7 @@ each with its own secret, event filter and switch; the delivery log, redeliver, 
 from __future__ import annotations
 
 from gateway.envelope import ok
-from gateway.resources.common import LIST_QUERY, json_body, list_params, next_url
+from gateway.resources.common import LIST_QUERY, json_body, list_params, next_url, once
 from jobs import webhook_endpoints as we
 
 _URL = {"type": "string", "format": "uri", "maxLength": we.MAX_URL_CHARS}
@@ -27,6 +27,7 @@ class WebhookEndpoints:
                                            "events": ["composition.completed"],
                                            "description": "orders"}]}}
     openapi_query = {"get": LIST_QUERY}
+    openapi_idempotent = True
 
     def __init__(self, deps):
         self.deps = deps
@@ -37,9 +38,15 @@ class WebhookEndpoints:
         Body: `url` (http/https, public unless OUTBOUND_ALLOW_HOSTS allows it), `events`
         (event types, or `*`), optional `description` and `enabled` (default true). At
         most 16 per account (409 beyond)."""
-        endpoint, secret = we.create_endpoint(req.context.caller.account_id, json_body(req),
-                                              self.deps.actions.policy, self.deps.clock)
-        ok(req, resp, we.endpoint_json(endpoint, secret=secret), status=201)
+        body = json_body(req)
+
+        def create():
+            endpoint, secret = we.create_endpoint(req.context.caller.account_id, body,
+                                                  self.deps.actions.policy, self.deps.clock)
+            return 201, we.endpoint_json(endpoint, secret=secret)
+
+        once(req, resp, "webhook-endpoints", body, create, clock=self.deps.clock,
+             config=self.deps.config, secrets=("secret",))
 
     def on_get(self, req, resp):
         """List the caller's webhook endpoints, newest first, never their secrets.
