@@ -708,6 +708,17 @@ RESPONSES: dict[str, dict[str, dict]] = {
     "/2/getWorkflowStatus": {"get": op(
         "getWorkflowStatus", "Read one workflow state (workflowId) or several (workflowIds)",
         {"anyOf": [ref("WorkflowState"), arr(ref("WorkflowState"))]})},
+    "/2/getFileGroupItems": {"get": op(
+        "getFileGroupItems", "The file names of a file group (a tag of your content items)",
+        obj({"fileGroup": STR, "fileNames": arr(STR)}))},
+    "/2/getUserSession": {"get": op(
+        "getUserSession", "Your API2 user session and user (seed 003)", obj({
+            "userSession": obj({"_id": s(None, "5d0c6a8e-4c1f-4f6e-9a57-6f1d2b0e7c31"),
+                                "domain": STR, "isAtLeast18Confirmed": BOOL,
+                                "updatedDate": TS, "userID": ACCOUNT_ID}),
+            "user": obj({"_id": ACCOUNT_ID, "email": NSTR, "username": STR, "domain": STR,
+                         "createdDate": TS, "isDisabled": BOOL, "roles": arr(STR),
+                         "flaggedImagesCount": INT})}))},
     # Content library (seed 002)
     "/upload": {"post": op("uploadContent", "Upload an image or video (multipart; metered "
                            "per MiB)", ref("ContentItem"), 201)},

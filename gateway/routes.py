@@ -153,6 +153,8 @@ def route_table(deps) -> list[tuple[str, object]]:
         ("/2/getAggregatedWorkflowTemplates", workflows2.AggregatedWorkflowTemplates()),
         ("/2/enqueueWorkflow", workflows2.EnqueueWorkflow(deps)),
         ("/2/getWorkflowStatus", workflows2.WorkflowStatus(deps)),
+        ("/2/getFileGroupItems", workflows2.FileGroupItems()),
+        ("/2/getUserSession", sessions.UserSession(config)),
         # The content library (seed 002; docs/CONTENT.md); static paths before
         # /content/{content_id} (Falcon prefers them anyway)
         ("/upload", content.Upload(deps)),

@@ -103,3 +103,46 @@ def test_enqueue_workflow_refuses_bad_input_without_charging(gclient, gen_accoun
     missing = gclient.simulate_get("/2/getWorkflowStatus", headers=bearer(key))
     assert missing.status_code == 400
     assert ledger_sum(account) == (50, 50)
+
+
+def test_file_group_items_and_user_session(lclient, make_account):
+    """The two API2 reads beside the workflows: a file group is a tag of the caller's
+    content items (only the caller's, the exact tag); the user session is the credential's."""
+    from test_content import png, upload
+
+    account_id, key = make_account(credits=10)
+    _, other = make_account(credits=10)
+    for name, tags, who in (("a.png", "shots,red", key), ("b.png", "shots", key),
+                            ("c.png", "sh_ts", key), ("d.png", "shots", other)):
+        resp = upload(lclient, who, png(seed=len(name) + ord(name[0])), filename=name,
+                      tags=tags)
+        assert resp.status_code == 201, resp.text
+
+    def group(k, name):
+        return lclient.simulate_get("/2/getFileGroupItems", params={"fileGroup": name},
+                                    headers=bearer(k))
+
+    got = group(key, "shots")
+    assert got.status_code == 200, got.text
+    assert got.json["data"] == {"fileGroup": "shots", "fileNames": ["b.png", "a.png"]}
+    assert group(key, "red").json["data"]["fileNames"] == ["a.png"]
+    assert group(key, "sh_ts").json["data"]["fileNames"] == ["c.png"]  # "_" is no wildcard
+    assert group(key, "nothing").json["data"]["fileNames"] == []  # a search: 200, empty
+    assert group(other, "shots").json["data"]["fileNames"] == ["d.png"]
+    for bad in ({}, {"fileGroup": ""}, {"fileGroup": "x" * 65}):
+        resp = lclient.simulate_get("/2/getFileGroupItems", params=bad, headers=bearer(key))
+        assert resp.status_code == 400 and resp.json["error"]["code"] == "INVALID_REQUEST"
+    assert lclient.simulate_get("/2/getFileGroupItems", params={"fileGroup": "x"}) \
+        .status_code == 401
+
+    sid = "0b8f5f0e-5d2a-4f0e-8a51-3f2a1c9b7d10"
+    session = lclient.simulate_get("/2/getUserSession",
+                                   headers={**bearer(key), "X-Session-ID": sid})
+    assert session.status_code == 200, session.text
+    data = session.json["data"]
+    assert data["userSession"]["_id"] == sid and data["userSession"]["userID"] == account_id
+    assert data["user"]["_id"] == account_id and data["user"]["isDisabled"] is False
+    assert data["user"]["domain"] == "gateway.test" and data["user"]["email"] is None
+    derived = lclient.simulate_get("/2/getUserSession", headers=bearer(key)).json["data"]
+    again = lclient.simulate_get("/2/getUserSession", headers=bearer(key)).json["data"]
+    assert derived["userSession"]["_id"] == again["userSession"]["_id"] != sid  # stable

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
+from urllib.parse import urlsplit
 
 import falcon
 
@@ -25,13 +26,14 @@ from core.errors import (
 from core.timefmt import iso
 from gateway.envelope import ok
 from gateway.middleware import ACCOUNT, NONE, client_address
-from gateway.resources.common import int_param, int_schema, json_body
+from gateway.resources.common import base_url, int_param, int_schema, json_body
 from jobs import posts
 from metering import billing, ledger, usage
 from metering.models import Account
 from oauth import keys
 from oauth.account_settings import check_key, get_setting, set_setting
 from oauth.accounts import authenticate_password, get_account
+from oauth.social_models import AccountEmail
 from oauth.tokens import REFRESH_PREFIX, TokenService, looks_like_jwt
 
 FORM = "application/x-www-form-urlencoded"
@@ -330,6 +332,54 @@ class Usage:
         })
 
 
+def primary_email(account_id) -> str | None:
+    """The first email a login provider verified for the account (accounts made with a
+    password have none)."""
+    row = (AccountEmail.select(AccountEmail.email).where(AccountEmail.account == account_id)
+           .order_by(AccountEmail.created_at, AccountEmail.email).first())
+    return row.email if row else None
+
+
+def session_id(req, caller) -> str:
+    """Seed 003's session id: the caller's ``X-Session-ID`` when it is a UUID, else one
+    derived from the credential (stable per API key or bearer session)."""
+    given = req.get_header("X-Session-ID")
+    try:
+        return str(uuid.UUID(given)) if given else str(uuid.uuid5(SESSION_NAMESPACE,
+                                                                  caller.rate_key))
+    except ValueError:
+        return str(uuid.uuid5(SESSION_NAMESPACE, caller.rate_key))
+
+
+class UserSession:
+    """``GET /2/getUserSession`` (seed 003, API2): the session and the user behind the
+    caller's credential (the gateway's credentials stand in for ``X-Session-ID``)."""
+
+    auth = ACCOUNT
+    scope = "account:read"
+    openapi_tag = "Account"
+
+    def __init__(self, config):
+        self.config = config
+
+    def on_get(self, req, resp):
+        caller = req.context.caller
+        account = get_account(caller.account_id)
+        domain = urlsplit(base_url(req, self.config)).hostname or ""
+        ok(req, resp, {
+            "userSession": {
+                "_id": session_id(req, caller), "domain": domain,
+                "isAtLeast18Confirmed": get_setting(account.id, "isAtLeast18Confirmed",
+                                                    False) is True,
+                "updatedDate": iso(account.created_at), "userID": account.id},
+            "user": {
+                "_id": account.id, "email": primary_email(account.id),
+                "username": account.username, "domain": domain,
+                "createdDate": iso(account.created_at), "isDisabled": bool(account.disabled),
+                "roles": ["user"], "flaggedImagesCount": 0},
+        })
+
+
 class SelfUser:
     """``GET /api/user/self``: seed 003's SelfUser object for the calling account."""
 
@@ -348,14 +398,9 @@ class SelfUser:
             set_setting(account.id, "isAtLeast18Confirmed", confirmed, now=self.clock.now())
         else:
             confirmed = get_setting(account.id, "isAtLeast18Confirmed", False) is True
-        session = req.get_header("X-Session-ID")
-        try:
-            session_id = str(uuid.UUID(session)) if session else None
-        except ValueError:
-            session_id = None
         items = posts.list_posts(account.id, posts.Filters(), limit=1).total
         ok(req, resp, {
-            "sessionID": session_id or str(uuid.uuid5(SESSION_NAMESPACE, caller.rate_key)),
+            "sessionID": session_id(req, caller),
             "userID": account.id,
             "email": None,
             "username": account.username,

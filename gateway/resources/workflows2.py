@@ -16,6 +16,8 @@ from core.errors import InvalidRequest
 from core.timefmt import iso
 from gateway.envelope import ok
 from gateway.resources.common import mark_outcome, seed_params
+from jobs.content import library
+from jobs.content.models import ContentItem
 from jobs.models import Composition
 from jobs.storage import content_type
 from jobs.workflows import executor, projects, runs
@@ -235,3 +237,42 @@ class WorkflowStatus:
             executor.settle(uid)
         return state_object(comp, run)
 
+
+
+FILE_GROUP_QUERY = {"name": "fileGroup", "in": "query", "required": True,
+                    "schema": {"type": "string", "minLength": 1,
+                               "maxLength": library.MAX_TAG_LENGTH},
+                    "description": "The file group: a tag of your content items."}
+
+
+class FileGroupItems:
+    """``GET /2/getFileGroupItems?fileGroup=`` (seed 003): the file names of a file group.
+
+    A template here is a project, whose image inputs are content items, so a file group is
+    a tag of the caller's content library (``POST /upload`` ``tags``): the names of the
+    caller's items carrying it, newest first (at most 1000)."""
+
+    scope = "content:read"
+    openapi_tag = TAG
+    openapi_query = {"get": [FILE_GROUP_QUERY]}
+    LIMIT = 1000
+
+    def on_get(self, req, resp):
+        group = (req.get_param("fileGroup") or "").strip()
+        if not group or len(group) > library.MAX_TAG_LENGTH or '"' in group:
+            raise InvalidRequest(
+                "fileGroup is required: a tag of your content items (1-64 characters)",
+                details=[{"field": "fileGroup", "problem": "required, 1-64 characters"}])
+        # LIKE narrows (tags are a JSON list); the exact tag is checked on each row, so
+        # "_" or "%" in a group name matches only itself
+        rows = (ContentItem.select(ContentItem.filename, ContentItem.id, ContentItem.tags)
+                .where((ContentItem.account == req.context.caller.account_id)
+                       & ContentItem.tags.contains('"' + group + '"'))
+                .order_by(ContentItem.created_at.desc(), ContentItem.id.desc()))
+        names = []
+        for row in rows.iterator():
+            if group in json.loads(row.tags):
+                names.append(row.filename or row.id)
+                if len(names) == self.LIMIT:
+                    break
+        ok(req, resp, {"fileGroup": group, "fileNames": names})
