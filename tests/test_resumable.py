@@ -9,6 +9,7 @@ import hashlib
 import io
 import socket
 import threading
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -177,6 +178,19 @@ def test_interrupted_patch_resumes_and_concurrent_patch_is_locked(gunicorn, clie
             pass
     offset = int(requests.head(url, headers=headers, timeout=10).headers["upload-offset"])
     assert offset == half
+
+    def probe():  # a PATCH one byte past the offset: 423 while locked, else 409, no append
+        return requests.patch(url, data=b"x", timeout=10, headers={
+            **headers, "Upload-Offset": str(offset + 1),
+            "Content-Type": "application/offset+octet-stream"})
+
+    # The interrupted PATCH's handler lets go of the lock just after it answered: wait for
+    # that (a tus client would retry its 423), so the lock below is the first PATCH's.
+    deadline = time.monotonic() + 60
+    while (locked := probe()).status_code == 423:
+        assert time.monotonic() < deadline, "the interrupted PATCH never released the lock"
+        threading.Event().wait(0.05)
+    assert locked.status_code == 409, locked.text
     # Two PATCHes at once: the first holds the lock while its body is still arriving.
     release, started = threading.Event(), threading.Event()
 
@@ -201,15 +215,19 @@ def test_interrupted_patch_resumes_and_concurrent_patch_is_locked(gunicorn, clie
     # with the right offset would append its byte if it came before the first PATCH took
     # the lock, and every later one would then be 409); while it is held, 423, since the
     # lock is taken before the offset is compared.
-    for _ in range(200):
-        second = requests.patch(url, data=b"x", timeout=10, headers={
-            **headers, "Upload-Offset": str(offset + 1),
-            "Content-Type": "application/offset+octet-stream"})
+    # Polled for up to a minute: on a loaded CI machine the first PATCH's handler can take
+    # seconds to be scheduled. If it ended instead, its answer says why.
+    deadline = time.monotonic() + 60
+    while True:
+        second = probe()
         if second.status_code == 423:
             break
         assert second.status_code == 409, second.text
+        assert thread.is_alive(), ("the first PATCH ended before it was seen holding the "
+                                   f"lock: {results.get('first') and results['first'].text}")
+        assert time.monotonic() < deadline, "the first PATCH never held the lock"
         threading.Event().wait(0.05)
-    assert second.status_code == 423 and second.json()["error"]["code"] == "LOCKED"
+    assert second.json()["error"]["code"] == "LOCKED"
     release.set()
     thread.join(30)
     assert results["first"].status_code == 204, results["first"].text
