@@ -162,15 +162,11 @@ class Action:
     def input_fields(self) -> tuple[Field, ...]:
         """Every field a caller may send, as ``GET /zapier/v1/actions`` lists them: the
         action's own, then the ones every action (and every asynchronous one) accepts."""
-        steering = [Field(name, max_length=spec.get("maxLength"), format=spec.get("format"),
-                          label=LABELS[name], help=spec["description"])
-                    for name, spec in COMMON_FIELDS.items()]
-        if self.mode == "async":
-            steering += [Field(name, max_length=spec.get("maxLength"),
-                               format=spec.get("format"), label=LABELS[name],
-                               help=spec["description"])
-                         for name, spec in ASYNC_FIELDS.items()]
-        return (*self.fields, *steering)
+        steering = {**COMMON_FIELDS, **(ASYNC_FIELDS if self.mode == "async" else {})}
+        return (*self.fields, *(
+            Field(name, max_length=spec.get("maxLength"), format=spec.get("format"),
+                  label=LABELS[name], help=spec["description"])
+            for name, spec in steering.items()))
 
     def json_schema(self) -> dict:
         props = {f.name: f.json_schema() for f in self.fields}

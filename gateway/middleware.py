@@ -260,6 +260,23 @@ class EdgeParams:
             edge.refuse_bad_params(req, params)
 
 
+def identify_in_resource(req, authenticators, limiter, scope: str):
+    """``Identify`` for a route that authenticates in its resource (``auth = NONE``: it
+    also takes a password, the admin key or a signed link). The credential is read from
+    the database, never the process cache, since no gate round trip confirms a cached key
+    here (a revoked key is refused at once); the request is counted like any account
+    request, then its scope is checked, as ``Identify`` does."""
+    caller = authenticators.identify(req.get_header("Authorization"),
+                                     req.get_header("X-API-Key"), cached=False)
+    req.context.caller = caller
+    decision = limiter.check(caller.rate_key, caller.limits.per_minute, caller.limits.per_day)
+    req.context.ratelimit = decision
+    refuse_if_limited(decision)
+    if caller.scopes is not None and scope not in caller.scopes:
+        raise Forbidden(f"This credential lacks the {scope} scope")
+    return caller
+
+
 def refuse_if_limited(decision) -> None:
     if decision is not None and not decision.allowed:
         metrics.RATE_LIMITED.inc()

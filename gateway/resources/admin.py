@@ -13,9 +13,9 @@ from actions.registry import check_schema
 from core.errors import InvalidRequest
 from gateway.envelope import ok
 from gateway.middleware import ADMIN
-from gateway.resources.common import account_view, json_body, key_view, ledger_view
+from gateway.resources.common import account_view, json_body, key_view, ledger_view, once
 from jobs.content import library as content_lib
-from metering import idempotency, ledger, plans
+from metering import ledger, plans
 from oauth import keys
 from oauth.accounts import create_account, get_account
 
@@ -69,19 +69,10 @@ class MoneyChange(AdminResource):
 
     def once(self, req, resp, account_id, body, work):
         """``work()`` -> (status, data, receipt), run in one transaction with the key's
-        record; a replay answers the first response with ``Idempotent-Replayed: true``."""
-        def run():
-            status, data, receipt = work()
-            return status, {"data": data}, receipt
-
-        answer = idempotency.once(
-            account_id, "admin", req.get_header("Idempotency-Key"),
-            idempotency.request_hash(req.method, req.path, body), run,
-            now=self.clock.now(), ttl_s=self.config.idempotency_ttl_s,
-            lock_s=self.config.idempotency_lock_s)
-        if answer.replayed:
-            resp.set_header("Idempotent-Replayed", "true")
-        ok(req, resp, answer.body["data"], status=answer.status)
+        record (the account's, in the admin namespace); a replay answers the first
+        response with ``Idempotent-Replayed: true``."""
+        once(req, resp, "admin", body, work, clock=self.clock, config=self.config,
+             account_id=account_id)
 
 
 class AdminCredits(MoneyChange):

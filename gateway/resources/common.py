@@ -473,29 +473,26 @@ def mark_outcome(resp, action: str, outcome) -> None:
         metrics.count_debit(action, outcome.meta["creditsUsed"])
 
 
-def once(req, resp, scope: str, body, work, *, clock, config, secrets=()) -> None:
-    """Answer an account's POST that creates or changes something, at most once per
-    ``Idempotency-Key`` (CONTRACT 5): ``work()`` -> ``(status, data)`` runs in one
+def once(req, resp, scope: str, body, work, *, clock, config, secrets=(),
+         account_id=None) -> None:
+    """Answer a POST that creates or changes something at most once per
+    ``Idempotency-Key`` (CONTRACT 5): ``work()`` -> ``(status, data, receipt)`` runs in one
     transaction with the key's record, and the same key with the same request replays the
     first answer with ``Idempotent-Replayed: true`` (another request: 422). Without a key
-    it just runs.
+    it just runs, in a transaction. Keys are the caller's, or ``account_id``'s (an admin
+    acting on one).
 
     ``secrets`` name the fields of ``data`` shown only once (a signing secret): they are
     never written to the idempotency record, so a replay answers without them."""
-    key = req.get_header("Idempotency-Key")
-    if key is None:
-        status, data = work()
-        ok(req, resp, data, status=status)
-        return
     shown = {}
 
     def run():
-        status, data = work()
+        status, data, receipt = work()
         shown.update({k: data[k] for k in secrets if k in data})
-        return status, {"data": {k: v for k, v in data.items() if k not in secrets}}, None
+        return status, {"data": {k: v for k, v in data.items() if k not in secrets}}, receipt
 
     answer = idempotency.once(
-        req.context.caller.account_id, scope, key,
+        account_id or req.context.caller.account_id, scope, req.get_header("Idempotency-Key"),
         idempotency.request_hash(req.method, req.path, body), run, now=clock.now(),
         ttl_s=config.idempotency_ttl_s, lock_s=config.idempotency_lock_s)
     if answer.replayed:

@@ -100,17 +100,18 @@ class CompositionCancel:
 
     def on_post(self, req, resp, uid):
         account_id = req.context.caller.account_id
-        engine.get(account_id, uid)  # NOT_FOUND before a key is claimed for nothing
+        action = engine.get(account_id, uid).action  # NOT_FOUND before a key is claimed
 
         def cancel():
-            if engine.get(account_id, uid).action == RUN_PROJECT:  # the executor settles it
+            if action == RUN_PROJECT:  # the executor settles it
                 executor.cancel(account_id, uid, self.redis, self.config.redis_prefix,
                                 now=self.clock.now(), config=self.config)
             else:
                 engine.cancel(account_id, uid, self.redis, self.config.redis_prefix,
                               now=self.clock.now())
             comp = engine.get(account_id, uid)
-            return 200, {"composition": composition_view(comp, req, self.config, self.redis)}
+            return 200, {"composition": composition_view(comp, req, self.config,
+                                                         self.redis)}, None
 
         # A retried cancel with its key replays the first answer, not 409 "already ended".
         once(req, resp, "cancel", {"uid": uid}, cancel, clock=self.clock, config=self.config)

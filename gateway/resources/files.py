@@ -29,13 +29,11 @@ from core.errors import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
-    RateLimited,
 )
 from core.timefmt import iso
-from gateway import metrics
 from gateway.edge import strict_loads
 from gateway.envelope import ok
-from gateway.middleware import ADMIN, NONE, AdminGuard
+from gateway.middleware import ADMIN, NONE, AdminGuard, identify_in_resource
 from gateway.resources.common import (
     BINARY_RESPONSES,
     PAGE_QUERY,
@@ -364,22 +362,8 @@ class GetFile(_Files):
             raise AuthError("MISSING_AUTH_HEADER", "Send an API key (Authorization or "
                                                    "X-API-Key), the X-Administration-Key "
                                                    "header, or a signed link's v, exp and sig")
-        # From the database, never the process cache: this count is not the gate that
-        # confirms a cached key's generation, so a cached key could have been revoked.
-        caller = self.deps.authenticators.identify(authorization, api_key, cached=False)
-        req.context.caller = caller
-        # As the RateLimit middleware would for an account route (it saw no caller yet);
-        # it still sets the X-RateLimit headers from req.context.ratelimit.
-        decision = self.deps.limiter.check(caller.rate_key, caller.limits.per_minute,
-                                           caller.limits.per_day)
-        req.context.ratelimit = decision
-        if decision is not None and not decision.allowed:
-            metrics.RATE_LIMITED.inc()
-            raise RateLimited(f"Rate limit of {decision.limit} exceeded; retry in "
-                              f"{decision.retry_after}s", retry_after=decision.retry_after)
-        if caller.scopes is not None and READ not in caller.scopes:
-            raise Forbidden(f"This credential lacks the {READ} scope")
-        return caller.account_id
+        return identify_in_resource(req, self.deps.authenticators, self.deps.limiter,
+                                    READ).account_id
 
     def _signed(self, req, content_id):
         """The item and version a valid signed link names; anything else is 404."""

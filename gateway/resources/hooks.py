@@ -44,7 +44,7 @@ class Hooks:
             data = hook_view(hook)
             if first:
                 data["secret"] = webhooks.secret_for(account_id)  # shown once; rotate it
-            return 201, data
+            return 201, data, None
 
         once(req, resp, "hooks", body, subscribe, clock=self.clock, config=self.config,
              secrets=("secret",))

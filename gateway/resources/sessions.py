@@ -17,7 +17,6 @@ from core.clock import SYSTEM, Clock
 from core.config import LoginLimits
 from core.errors import (
     AuthError,
-    Forbidden,
     InvalidRequest,
     NotFound,
     RateLimited,
@@ -25,7 +24,7 @@ from core.errors import (
 )
 from core.timefmt import iso
 from gateway.envelope import ok
-from gateway.middleware import ACCOUNT, NONE, client_address
+from gateway.middleware import ACCOUNT, NONE, client_address, identify_in_resource
 from gateway.resources.common import base_url, int_param, int_schema, json_body
 from jobs import posts
 from metering import billing, ledger, usage
@@ -210,16 +209,8 @@ class AccountData:
         self.deps, self.guard = deps, guard
 
     def _caller_account(self, req) -> Account:
-        # Read from the database, never the process cache: this route's count is not the
-        # gate that confirms a cached key's generation, so a cached key could be revoked.
-        caller = self.deps.authenticators.identify(
-            req.get_header("Authorization"), req.get_header("X-API-Key"), cached=False)
-        req.context.caller = caller
-        decision = self.deps.limiter.check(caller.rate_key, caller.limits.per_minute,
-                                           caller.limits.per_day)
-        self.guard._enforce(req, decision, "requests")
-        if caller.scopes is not None and "account:read" not in caller.scopes:
-            raise Forbidden("This credential lacks the account:read scope")
+        caller = identify_in_resource(req, self.deps.authenticators, self.deps.limiter,
+                                      "account:read")
         return get_account(caller.account_id)
 
     def _respond(self, req, resp):
@@ -343,11 +334,9 @@ def primary_email(account_id) -> str | None:
 def session_id(req, caller) -> str:
     """Seed 003's session id: the caller's ``X-Session-ID`` when it is a UUID, else one
     derived from the credential (stable per API key or bearer session)."""
-    given = req.get_header("X-Session-ID")
     try:
-        return str(uuid.UUID(given)) if given else str(uuid.uuid5(SESSION_NAMESPACE,
-                                                                  caller.rate_key))
-    except ValueError:
+        return str(uuid.UUID(req.get_header("X-Session-ID") or ""))
+    except ValueError:  # absent or not a UUID
         return str(uuid.uuid5(SESSION_NAMESPACE, caller.rate_key))
 
 

@@ -43,7 +43,7 @@ class WebhookEndpoints:
         def create():
             endpoint, secret = we.create_endpoint(req.context.caller.account_id, body,
                                                   self.deps.actions.policy, self.deps.clock)
-            return 201, we.endpoint_json(endpoint, secret=secret)
+            return 201, we.endpoint_json(endpoint, secret=secret), None
 
         once(req, resp, "webhook-endpoints", body, create, clock=self.deps.clock,
              config=self.deps.config, secrets=("secret",))

@@ -238,7 +238,6 @@ class WorkflowStatus:
         return state_object(comp, run)
 
 
-
 FILE_GROUP_QUERY = {"name": "fileGroup", "in": "query", "required": True,
                     "schema": {"type": "string", "minLength": 1,
                                "maxLength": library.MAX_TAG_LENGTH},
