@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import select
 import socket
 import threading
 import time
@@ -191,45 +192,52 @@ def test_interrupted_patch_resumes_and_concurrent_patch_is_locked(gunicorn, clie
         assert time.monotonic() < deadline, "the interrupted PATCH never released the lock"
         threading.Event().wait(0.05)
     assert locked.status_code == 409, locked.text
-    # Two PATCHes at once: the first holds the lock while its body is still arriving.
-    release, started = threading.Event(), threading.Event()
+    # Two PATCHes at once: the first holds the lock while its body is still arriving. It is
+    # sent on a raw socket, so the test holds back the rest of its body and can see, without
+    # blocking, whether the server has already answered it.
+    rest, path = data[offset:], urlsplit(url).path
 
-    def slow_body():
-        yield data[offset:offset + 1000]
-        started.set()
-        release.wait(30)
-        yield data[offset + 1000:]
+    def open_first():  # the headers and the first 1000 bytes now, the rest on release
+        sock = socket.create_connection((host, port), timeout=30)
+        sock.sendall((f"PATCH {path} HTTP/1.1\r\nHost: {host}\r\n"
+                      f"Authorization: Bearer {key}\r\nTus-Resumable: 1.0.0\r\n"
+                      f"Upload-Offset: {offset}\r\n"
+                      f"Content-Type: application/offset+octet-stream\r\n"
+                      f"Content-Length: {len(rest)}\r\nConnection: close\r\n\r\n"
+                      ).encode() + rest[:1000])
+        return sock
 
-    results = {}
+    def answer(sock):  # the whole answer (the server closes after it)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+        status, *lines = head.decode().split("\r\n")
+        fields = dict(line.split(": ", 1) for line in lines)
+        return int(status.split()[1]), {k.lower(): v for k, v in fields.items()}, body
 
-    def first():
-        results["first"] = requests.patch(url, data=slow_body(), timeout=30, headers={
-            **headers, "Upload-Offset": str(offset),
-            "Content-Type": "application/offset+octet-stream"})
-
-    thread = threading.Thread(target=first)
-    thread.start()
-    assert started.wait(10)
-    # Until the first PATCH holds the lock (its body is arriving). The probe names an offset
-    # one past the upload's: while the lock is free it is 409 and appends nothing (a probe
-    # with the right offset would append its byte if it came before the first PATCH took
-    # the lock, and every later one would then be 409); while it is held, 423, since the
-    # lock is taken before the offset is compared.
-    # Polled for up to a minute: on a loaded CI machine the first PATCH's handler can take
-    # seconds to be scheduled. If it ended instead, its answer says why.
+    # Until the first PATCH holds the lock. The probe names an offset one past the upload's:
+    # while the lock is free it is 409 and appends nothing; while it is held, 423, since the
+    # lock is taken before the offset is compared. The probe holds the lock itself for a
+    # moment, so a first PATCH that arrives just then is refused 423 with nothing appended:
+    # like a tus client, it is sent again. Polled for up to a minute: on a loaded CI machine
+    # the first PATCH's handler can take seconds to be scheduled.
     deadline = time.monotonic() + 60
-    while True:
-        second = probe()
-        if second.status_code == 423:
-            break
+    first = open_first()
+    while (second := probe()).status_code != 423:
         assert second.status_code == 409, second.text
-        assert thread.is_alive(), ("the first PATCH ended before it was seen holding the "
-                                   f"lock: {results.get('first') and results['first'].text}")
+        if select.select([first], [], [], 0)[0]:  # answered before its body was all sent
+            status, _, body = answer(first)
+            assert status == 423, body
+            first.close()
+            first = open_first()
         assert time.monotonic() < deadline, "the first PATCH never held the lock"
         threading.Event().wait(0.05)
     assert second.json()["error"]["code"] == "LOCKED"
-    release.set()
-    thread.join(30)
-    assert results["first"].status_code == 204, results["first"].text
-    assert results["first"].headers["upload-content-id"].startswith("cnt_")
+    with first:
+        first.sendall(rest[1000:])
+        status, fields, body = answer(first)
+    assert status == 204, body
+    assert fields["upload-content-id"].startswith("cnt_")
+    assert int(fields["upload-offset"]) == len(data)
     assert ledger_sum(acct) == (9, 9)
