@@ -13,6 +13,11 @@ limit, PostgreSQL and the envelope.
   with no middleware, authentication or envelope code. No implementation that makes those
   two round trips can be faster than this, so ``floor/bare`` is the ceiling of the
   gateway's ``rps/a`` on this machine (bench/README.md, "The floor").
+- ``POST /floor-paid`` (same condition): the paid path's reference. The same Redis script,
+  then one prepared statement that debits 1 credit if the balance covers it and writes its
+  ledger row with a receipt (one statement, one commit per request, no grouping). The
+  account is named by ``Authorization: Bearer <account id>``, so the load generator's key
+  rotation spreads it over accounts as the gateway's "many" run does.
 
     PYTHONPATH=bench:. python -m gunicorn -c python:gateway.gunicorn_conf bare_app:app
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import threading
 import time
 
@@ -82,6 +88,44 @@ class Floor:
                       "meta": {"requestId": "req_floor"}}
 
 
+# The exact debit in one statement: the conditional UPDATE and its ledger row (the gateway's
+# table, so the ledger invariant bench/run.py checks covers these accounts too).
+FLOOR_DEBIT = (
+    'PREPARE floor_debit(text, text) AS WITH u AS (UPDATE "account" SET balance = balance - 1 '
+    'WHERE id = $1 AND balance >= 1 RETURNING balance) INSERT INTO "ledger_entry" '
+    '(receipt, account_id, kind, amount, balance_after, action, reason, created_at) '
+    "SELECT $2, $1, 'debit', -1, balance, 'floor', '', now() FROM u RETURNING balance_after")
+
+
+class FloorPaid(Floor):
+    """Autocommit: the statement is its own transaction, committed (WAL flushed) before the
+    answer, as the gateway's debit is."""
+
+    def _connections(self):
+        conns = getattr(self.local, "conns", None)
+        if conns is None:
+            rconn, cursor = super()._connections()
+            cursor.execute(FLOOR_DEBIT)
+            conns = self.local.conns
+        return conns
+
+    def on_post(self, req, resp):
+        req.bounded_stream.read()
+        account_id = (req.auth or "").removeprefix("Bearer ")
+        rconn, cursor = self._connections()
+        window = f"{self.prefix}:floor:{account_id}:{int(time.time()) // 60}"
+        rconn.send_packed_command([hiredis.pack_command(("EVALSHA", self.sha, "1", window))])
+        count = rconn.read_response()
+        receipt = "txn_" + secrets.token_hex(12)
+        cursor.execute("EXECUTE floor_debit(%s, %s)", (account_id, receipt))
+        row = cursor.fetchone()
+        if row is None:
+            raise falcon.HTTPError(falcon.HTTP_402, title="balance too low")
+        resp.media = {"success": True, "data": {"count": count},
+                      "meta": {"creditsUsed": 1, "availableCredit": row[0],
+                               "txnReceipt": receipt, "requestId": "req_floor"}}
+
+
 class Health:
     def on_get(self, req, resp):
         resp.content_type = falcon.MEDIA_TEXT
@@ -95,3 +139,6 @@ if os.environ.get("FLOOR_DATABASE_URL") and os.environ.get("FLOOR_REDIS_URL"):
     app.add_route("/floor/{account_id}", Floor(os.environ["FLOOR_DATABASE_URL"],
                                                os.environ["FLOOR_REDIS_URL"],
                                                os.environ.get("FLOOR_PREFIX", "bench")))
+    app.add_route("/floor-paid", FloorPaid(os.environ["FLOOR_DATABASE_URL"],
+                                           os.environ["FLOOR_REDIS_URL"],
+                                           os.environ.get("FLOOR_PREFIX", "bench")))
