@@ -43,6 +43,9 @@ class Outcome:
     meta: dict
     replayed: bool = False
     composition_uid: str | None = None  # async actions: the job record to wait on and show
+    # A fresh async call's idempotency record: its answer's status is known only after the
+    # wait, so the resource settles it there (``gateway.resources.common.settle``).
+    record: int | None = None
 
 
 class ActionService:
@@ -261,7 +264,7 @@ class ActionService:
         except Exception:
             log.exception("enqueue failed for %s", comp.uid)
             self._queue_lost(comp, claim)
-        return Outcome(202, {}, meta, composition_uid=comp.uid)
+        return Outcome(202, {}, meta, composition_uid=comp.uid, record=claim)
 
     def _check_queue(self):
         """Refuse before charging when the queue does not answer (nothing written yet, so

@@ -150,6 +150,16 @@ def complete(record_id, status: int, body: dict, receipt: str | None) -> None:
      .where(IdempotencyRecord.id == record_id).execute())
 
 
+def settle(record_id, status: int) -> None:
+    """Set the status a completed record replays: an asynchronous call is completed as 202
+    with its debit, and only its wait decides whether the first answer was 202 or 200
+    (the job ended in time). The body (the composition's uid and the money ``meta``) does
+    not change, so nothing about the charge can disagree."""
+    (IdempotencyRecord.update(response_status=status)
+     .where((IdempotencyRecord.id == record_id)
+            & (IdempotencyRecord.state == IdempotencyRecord.COMPLETED)).execute())
+
+
 def release(record_id) -> None:
     """Forget a claim whose request failed before anything was charged."""
     IdempotencyRecord.delete().where(

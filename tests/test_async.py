@@ -223,11 +223,41 @@ def test_idempotent_async_call_replays_the_same_composition(lclient, lconfig, ma
     uid = first.json["data"]["composition"]["uid"]
     assert second.json["data"]["composition"]["uid"] == uid
     assert second.json["meta"]["txnReceipt"] == first.json["meta"]["txnReceipt"]
+    assert first.status_code == second.status_code == 202
     burst(lconfig)
+    # After the job ended a replay still answers the first answer's status (CONTRACT 5),
+    # showing the composition as it is now: its outputs, and where to poll.
     third = lclient.simulate_post("/zapier/v1/generate-product-listing", json=body,
-                                  params={"wait": "0"}, headers=headers)
-    assert third.status_code == 200
+                                  params={"wait": "30"}, headers=headers)
+    assert third.status_code == 202 and third.headers["idempotent-replayed"] == "true"
     assert third.json["data"]["composition"]["status"] == "completed"
+    assert third.json["data"]["composition"]["outputs"]
+    assert third.headers["location"].endswith(f"/zapier/v1/compositions/{uid}")
+    assert third.json["meta"]["txnReceipt"] == first.json["meta"]["txnReceipt"]
+    assert ledger_sum(account_id) == (75, 75)
+
+
+def test_replay_of_an_async_call_that_ended_within_its_wait_is_200(lclient, make_account,
+                                                                   images, worker):
+    """The first answer was 200 (the job ended during the wait): so is every replay, at
+    once, with the same receipt and no second job or debit."""
+    from jobs.models import Composition
+
+    account_id, key = make_account(credits=100)
+    headers = {**bearer(key), "Idempotency-Key": "listing-200"}
+    body = {"product_name": "Mouse", "product_image_url": images.url + "/product.png"}
+    first = lclient.simulate_post("/zapier/v1/generate-product-listing", json=body,
+                                  params={"wait": "30"}, headers=headers)
+    assert first.status_code == 200, first.text
+    for wait in ("0", "30"):
+        again = lclient.simulate_post("/zapier/v1/generate-product-listing", json=body,
+                                      params={"wait": wait}, headers=headers)
+        assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+        assert again.json["data"]["composition"] == first.json["data"]["composition"]
+        assert again.json["meta"]["txnReceipt"] == first.json["meta"]["txnReceipt"]
+        assert "location" not in again.headers
+    with dbmod.connection():
+        assert Composition.select().where(Composition.account == account_id).count() == 1
     assert ledger_sum(account_id) == (75, 75)
 
 

@@ -10,7 +10,7 @@ from gateway.resources.common import (
     base_url,
     json_body,
     mark_outcome,
-    wait_for,
+    settle,
     wait_seconds,
 )
 from metering import billing
@@ -38,9 +38,9 @@ class ActionCall:
         if outcome.composition_uid is None:
             ok(req, resp, outcome.data, outcome.status, **outcome.meta)
             return
-        comp = wait_for(self.slots, self.redis, self.config.redis_prefix, req.context.caller,
-                        outcome.composition_uid, wait)
-        answer(req, resp, comp, self.config, self.redis, **outcome.meta)
+        comp, status = settle(self.slots, self.redis, self.config.redis_prefix,
+                              req.context.caller, outcome, wait)
+        answer(req, resp, comp, self.config, self.redis, status, **outcome.meta)
 
 
 class ActionEstimate:

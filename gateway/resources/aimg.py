@@ -23,6 +23,7 @@ from gateway.resources.common import (
     base_url,
     composition_view,
     json_body,
+    settle,
     wait_for,
     wait_seconds,
 )
@@ -141,10 +142,12 @@ def generation_status(comp, req, config, redis) -> dict:
     return out
 
 
-def answer_status(req, resp, comp, config, redis, **meta):
-    """200 when the item ended, 202 (with Location and Retry-After) while it waits or runs."""
+def answer_status(req, resp, comp, config, redis, status=None, **meta):
+    """200 when the item ended, 202 (with Location and Retry-After) while it waits or runs
+    (or ``status``: a generation call's, decided by ``settle``)."""
     data = generation_status(comp, req, config, redis)
-    status = 200 if comp.status in Composition.FINAL else 202
+    if status is None:
+        status = 200 if comp.status in Composition.FINAL else 202
     if status == 202:
         resp.set_header("Location", status_url(req, config, comp.uid))
         resp.set_header("Retry-After", "2")
@@ -199,9 +202,9 @@ class Generate:
         if outcome.composition_uid is None:  # not an asynchronous action: its own answer
             ok(req, resp, outcome.data, outcome.status, **outcome.meta)
             return
-        comp = wait_for(self.slots, self.redis, self.config.redis_prefix, req.context.caller,
-                        outcome.composition_uid, wait)
-        answer_status(req, resp, comp, self.config, self.redis, **outcome.meta)
+        comp, status = settle(self.slots, self.redis, self.config.redis_prefix,
+                              req.context.caller, outcome, wait)
+        answer_status(req, resp, comp, self.config, self.redis, status, **outcome.meta)
 
 
 class GenerateImage(Generate):

@@ -317,6 +317,23 @@ def wait_for(slots, redis, prefix, caller, uid, seconds) -> Composition:
             return engine.get(caller.account_id, uid)
 
 
+def settle(slots, redis, prefix, caller, outcome, seconds) -> tuple[Composition, int]:
+    """An asynchronous outcome's composition and the status to answer (CONTRACT 5).
+
+    A fresh call waits up to ``seconds``: 200 if its job ended in time, else 202; a 200
+    is written to the idempotency record, so a replay answers what the first answer said.
+    A replay does not wait: it answers the first answer's status, with the composition as
+    it is now (outputs and fresh links), so a retry after a lost 202 still learns where to
+    poll and a retry after a lost 200 still gets the result."""
+    if outcome.replayed:
+        return wait_for(slots, redis, prefix, caller, outcome.composition_uid, 0), outcome.status
+    comp = wait_for(slots, redis, prefix, caller, outcome.composition_uid, seconds)
+    status = 200 if comp.status in Composition.FINAL else 202
+    if status == 200 and outcome.record is not None:
+        idempotency.settle(outcome.record, 200)
+    return comp, status
+
+
 class QueuePositions:
     """Live queue positions for one request: asked of Redis until it fails once, then
     ``None`` (shown as ``queuePosition: null``), so a list of queued compositions costs at
@@ -349,10 +366,12 @@ def composition_view(comp, req, config, redis) -> dict:
     return views.composition_json(comp, base_url(req, config), queue_position=positions)
 
 
-def answer(req, resp, comp, config, redis, **meta):
-    """200 when the composition ended, 202 while it is queued or running."""
+def answer(req, resp, comp, config, redis, status=None, **meta):
+    """200 when the composition ended, 202 while it is queued or running (or ``status``:
+    what ``settle`` decided for an action call and its replays)."""
     data = composition_view(comp, req, config, redis)
-    status = 200 if comp.status in Composition.FINAL else 202
+    if status is None:
+        status = 200 if comp.status in Composition.FINAL else 202
     if status == 202:
         resp.set_header("Location", data["links"]["status"])
         resp.set_header("Retry-After", "2")

@@ -12,9 +12,8 @@ from __future__ import annotations
 from gateway import metrics
 from gateway.envelope import ok
 from gateway.openapi_schemas import accepted_headers, responses, success, wait_query
-from gateway.resources.common import base_url, json_body, wait_for, wait_seconds
+from gateway.resources.common import base_url, json_body, settle, wait_seconds
 from jobs import stories
-from jobs.models import Composition
 
 # --- OpenAPI (seed 001 objects inside the envelope) -----------------------------------------
 ACCEPTED_HEADERS = accepted_headers("The task route to poll")
@@ -73,16 +72,16 @@ def _run(deps, req, action, body):
     elif outcome.meta.get("txnReceipt"):
         metrics.DEBITS.labels(action).inc()
         metrics.CREDITS_DEBITED.labels(action).inc(outcome.meta["creditsUsed"])
-    comp = wait_for(deps.wait_slots, deps.redis, deps.config.redis_prefix, req.context.caller,
-                    outcome.composition_uid, wait_seconds(req, 0))
-    return outcome, comp
+    comp, status = settle(deps.wait_slots, deps.redis, deps.config.redis_prefix,
+                          req.context.caller, outcome, wait_seconds(req, 0))
+    return outcome, comp, status
 
 
-def _answer(req, resp, deps, outcome, comp, data, location):
-    """200 once the task ended, else 202 with where to poll (as every async route)."""
+def _answer(req, resp, deps, outcome, comp, status, data, location):
+    """200 once the task ended, else 202 with where to poll (as every async route; a
+    replay answers its first answer's status, ``settle``)."""
     if outcome.replayed:
         resp.set_header("Idempotent-Replayed", "true")
-    status = 200 if comp.status in Composition.FINAL else 202
     if status == 202:
         resp.set_header("Location", f"{base_url(req, deps.config)}{location}")
         resp.set_header("Retry-After", "2")
@@ -113,8 +112,8 @@ class Video:
         self.openapi_body = {"post": deps.registry.get("story-video").json_schema()}
 
     def on_post(self, req, resp):
-        outcome, comp = _run(self.deps, req, "story-video", json_body(req))
-        _answer(req, resp, self.deps, outcome, comp,
+        outcome, comp, status = _run(self.deps, req, "story-video", json_body(req))
+        _answer(req, resp, self.deps, outcome, comp, status,
                 {"task_id": comp.uid, "status": comp.status}, f"/video/tasks/{comp.uid}")
 
 
@@ -172,6 +171,6 @@ class ImageRegenerate:
 
     def on_post(self, req, resp, image_id):
         body = {**json_body(req), "image_id": image_id}
-        outcome, comp = _run(self.deps, req, "story-image", body)
+        outcome, comp, status = _run(self.deps, req, "story-image", body)
         data = stories.regenerate_answer(req.context.caller.account_id, comp.uid)
-        _answer(req, resp, self.deps, outcome, comp, data, f"/images/tasks/{comp.uid}")
+        _answer(req, resp, self.deps, outcome, comp, status, data, f"/images/tasks/{comp.uid}")
