@@ -89,7 +89,7 @@ def route_table(deps) -> list[tuple[str, object]]:
         ("/zapier/v1/receipts/{txn_receipt}", credits.Receipt()),
         # Accounts and keys (CONTRACT 10; seeds 000 and 002)
         ("/api/account/create", accounts.Signup(config)),
-        ("/api/key/generate", accounts.KeyGenerate()),
+        ("/api/key/generate", accounts.KeyGenerate(deps.config, deps.clock)),
         ("/api/key/list", accounts.KeyList(config)),
         ("/api/key/{key_id}/revoke", accounts.KeyRevoke(deps.generations)),
         # Admin (X-Administration-Key)

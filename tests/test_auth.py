@@ -193,6 +193,34 @@ def test_revocation_reaches_every_gunicorn_worker(server):
 # --- key routes ------------------------------------------------------------------------
 
 
+def test_generate_with_an_idempotency_key_makes_one_key(client, make_account):
+    """A retried key creation makes no second key; its replay never shows the secret."""
+    account_id, key = make_account()
+    headers = {**bearer(key), "Idempotency-Key": "zap-run-7"}
+    first = client.simulate_post("/api/key/generate", headers=headers,
+                                 json={"description": "n8n"})
+    assert first.status_code == 201, first.text
+    again = client.simulate_post("/api/key/generate", headers=headers,
+                                 json={"description": "n8n"})
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert again.json["data"]["keyId"] == first.json["data"]["keyId"]
+    assert again.json["data"]["prefix"] == first.json["data"]["prefix"]
+    assert "apiKey" not in again.json["data"]
+    assert first.json["data"]["apiKey"] not in again.text
+    other = client.simulate_post("/api/key/generate", headers=headers,
+                                 json={"description": "another"})
+    assert other.status_code == 422 and other.json["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    bad = client.simulate_post("/api/key/generate", json={"description": 5},
+                               headers={**bearer(key), "Idempotency-Key": "zap-run-8"})
+    assert bad.status_code == 400
+    # the refused request freed its key: the same key with a good body makes a key
+    fresh = client.simulate_post("/api/key/generate", json={"description": "ok"},
+                                 headers={**bearer(key), "Idempotency-Key": "zap-run-8"})
+    assert fresh.status_code == 201 and "idempotent-replayed" not in fresh.headers
+    listed = client.simulate_get("/api/key/list", headers=bearer(key)).json["data"]["items"]
+    assert len(listed) == 3  # the account's first key, the replayed one, the fresh one
+
+
 def test_generate_shows_the_key_once_and_list_never_does(client, make_account):
     account_id, key = make_account()
     resp = client.simulate_post("/api/key/generate", headers=bearer(key),

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from core.clock import SYSTEM
 from core.errors import Forbidden
 from core.timefmt import iso
 from gateway.envelope import ok
 from gateway.middleware import ADDRESS
-from gateway.resources.common import LIST_QUERY, json_body, key_view, list_params, next_url
+from gateway.resources.common import (
+    LIST_QUERY,
+    json_body,
+    key_view,
+    list_params,
+    next_url,
+    once,
+)
 from oauth import keys
 from oauth.accounts import create_account
 
@@ -31,15 +39,28 @@ class Signup:
 
 
 class KeyGenerate:
+    """A new API key, shown once. With ``Idempotency-Key`` a retried request makes no
+    second key: the replay answers the same key without its secret (never stored), so a
+    caller whose first answer was lost revokes that key and makes another."""
+
     scope = "keys:write"
     openapi_tag = "Keys"
+    openapi_idempotent = True
+
+    def __init__(self, config, clock=SYSTEM):
+        self.config, self.clock = config, clock
 
     def on_post(self, req, resp):
         body = json_body(req)
-        row, secret = keys.create_key(req.context.caller.account_id, body.get("description", ""))
-        ok(req, resp, {"keyId": row.id, "apiKey": secret, "prefix": row.prefix,
-                       "description": row.description, "createdAt": iso(row.created_at)},
-           status=201)
+
+        def generate():
+            row, secret = keys.create_key(req.context.caller.account_id,
+                                          body.get("description", ""))
+            return 201, {"keyId": row.id, "apiKey": secret, "prefix": row.prefix,
+                         "description": row.description, "createdAt": iso(row.created_at)}, None
+
+        once(req, resp, "keys", body, generate, clock=self.clock, config=self.config,
+             secrets=("apiKey",))
 
 
 class KeyList:
